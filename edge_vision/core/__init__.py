@@ -1,0 +1,1 @@
+"""Pure-Python core: no rclpy imports below this package."""

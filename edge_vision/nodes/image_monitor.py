@@ -1,0 +1,113 @@
+"""image_monitor: prints and reports the rate and latency of an image topic.
+
+The no-distro install has no ``ros2 topic hz`` / ``ros2 topic delay``; this node fills that gap
+and is the visible end of ``make demo``. Latency is receive time minus the header stamp (the
+capture time set by video_source), so it includes serialisation and transport.
+
+Topics: subscribes ``image`` (remap it, or set the ``topic`` parameter), publishes
+``/diagnostics``. Parameters: ``topic``, ``period``, ``log``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sensor_msgs.msg import Image
+
+from edge_vision.ros import diagnostics
+from edge_vision.ros.image_conversion import stamp_to_ns
+from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
+from edge_vision.ros.parameters import Param, ParameterBinding
+from edge_vision.ros.qos import sensor_subscriber_qos
+
+PARAMS = (
+    Param("topic", "image", "Image topic to watch (relative names resolve in the node's namespace)."),
+    Param("period", 1.0, "Seconds between report lines.", range=(0.1, 3600.0)),
+    Param("log", True, "Print a report line every period (diagnostics are published anyway)."),
+)
+
+
+class ImageMonitorNode(EdgeVisionNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("image_monitor", **kwargs)
+        try:
+            self.params = ParameterBinding(self, PARAMS, on_change=self._on_params)
+        except ValueError as exc:
+            raise NodeConfigError(str(exc)) from exc
+        self._lock = threading.Lock()
+        self._latencies_ms: list[float] = []
+        self._count = 0
+        self._total = 0
+        self._last_shape = ""
+        self._window_start = time.monotonic()
+        self._last_report: dict[str, Any] = {"fps": 0.0}
+        self._sub = self._subscribe()
+        self._timer = self.create_timer(self.params["period"], self._report)
+        self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
+
+    def _subscribe(self):
+        return self.create_subscription(
+            Image, self.params["topic"], self._on_image, sensor_subscriber_qos(5)
+        )
+
+    def _on_params(self, changed: Mapping[str, Any]) -> None:
+        if "topic" in changed:
+            self.destroy_subscription(self._sub)
+            self._sub = self._subscribe()
+        if "period" in changed:
+            self._timer.timer_period_ns = int(changed["period"] * 1e9)
+            self._timer.reset()
+
+    def _on_image(self, msg: Image) -> None:
+        latency_ms = (time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6
+        with self._lock:
+            self._latencies_ms.append(latency_ms)
+            self._count += 1
+            self._total += 1
+            self._last_shape = f"{msg.width}x{msg.height} {msg.encoding}"
+
+    def _report(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            latencies, self._latencies_ms = self._latencies_ms, []
+            count, self._count = self._count, 0
+            shape = self._last_shape
+            elapsed, self._window_start = now - self._window_start, now
+        topic = self._sub.topic_name
+        if not count:
+            self._last_report = {"fps": 0.0}
+            if self.params["log"]:
+                self.get_logger().info(f"{topic}: no frames")
+            return
+        lat = np.asarray(latencies)
+        report = {
+            "fps": count / elapsed,
+            "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_max_ms": float(lat.max()),
+            "frames": self._total,
+            "format": shape,
+        }
+        self._last_report = report
+        if self.params["log"]:
+            self.get_logger().info(
+                f"{topic}: {report['fps']:.1f} fps, latency {report['latency_p50_ms']:.1f} ms "
+                f"median / {report['latency_max_ms']:.1f} ms max, {shape}, "
+                f"{self._total} frames"
+            )
+
+    def _diagnostics(self) -> diagnostics.Status:
+        report = dict(self._last_report)
+        level = diagnostics.OK if report["fps"] > 0 else diagnostics.WARN
+        return diagnostics.Status(level, "receiving" if report["fps"] else "no frames", report)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ImageMonitorNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

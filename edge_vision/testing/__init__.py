@@ -1,0 +1,1 @@
+"""Test support shipped with the package: ROS node harness, RTSP test server, media helpers."""
