@@ -23,6 +23,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from edge_vision.core.pipeline import load_pipeline
+from edge_vision.core.supervisor import apply_discovery_defaults
 
 
 def _nodes(context: LaunchContext) -> list[Node]:
@@ -34,6 +35,9 @@ def _nodes(context: LaunchContext) -> list[Node]:
     actions = []
     for spec in pipeline.nodes:
         params_file = spec.write_params_file(params_dir)
+        # Same environment as under `edge-vision launch`: DDS on loopback unless chosen.
+        env = {**os.environ, **spec.env}
+        apply_discovery_defaults(env)
         actions.append(
             Node(
                 package="edge_vision",
@@ -43,7 +47,7 @@ def _nodes(context: LaunchContext) -> list[Node]:
                 parameters=[str(params_file)] if params_file else [],
                 remappings=list(spec.remappings.items()),
                 arguments=list(spec.args),
-                additional_env=spec.env,
+                additional_env={k: v for k, v in env.items() if os.environ.get(k) != v},
                 respawn=spec.respawn,
                 respawn_delay=spec.respawn_delay,
                 output="screen",

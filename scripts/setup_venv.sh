@@ -77,4 +77,10 @@ if ! "$PY" -c 'import edge_vision.cli.main' 2>/dev/null || [[ "$ROOT/pyproject.t
   "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
   touch "$VENV/.edge_vision_pkg"
 fi
+
+
+# `source .venv/bin/activate` users get the venv's ament index (the wheels ship no setup.bash).
+if ! grep -q '# edge_vision: ament index' "$VENV/bin/activate"; then
+  printf '\n# edge_vision: ament index of the ROS 2 wheels\nexport AMENT_PREFIX_PATH="%s${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"\n' "$VENV" >>"$VENV/bin/activate"
+fi
 log "ready: $VENV"

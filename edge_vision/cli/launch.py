@@ -169,13 +169,16 @@ def run_single_process(pipeline: Pipeline) -> int:
             print(f"edge-vision launch: error: {type(exc).__name__}: {exc}", file=sys.stderr)
             code = 1
         finally:
-            executor.shutdown()
-            for node in nodes:
-                close = getattr(node, "close", None)  # EdgeVisionNode's resource hook
-                if callable(close):
-                    close()
-                node.destroy_node()
-            rclpy.try_shutdown()
+            try:
+                executor.shutdown()
+                for node in nodes:
+                    close = getattr(node, "close", None)  # EdgeVisionNode's resource hook
+                    if callable(close):
+                        close()
+                    node.destroy_node()
+                rclpy.try_shutdown()
+            except KeyboardInterrupt:
+                code = code or 130  # a second Ctrl-C: the user does not want to wait
     return code
 
 

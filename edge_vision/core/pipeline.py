@@ -82,6 +82,7 @@ _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9_/~{}]+$")
+_YAML_UNSAFE_RE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff]")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 _TOP_KEYS = frozenset({"namespace", "env", "nodes"})
@@ -217,8 +218,10 @@ def format_param_value(value: ParamValue) -> str:
         # "1e-07" is a float to rcl but a string to YAML 1.1 readers (PyYAML): add ".0".
         return f"{mantissa}.0e{exponent}" if e and "." not in mantissa else text
     if isinstance(value, str):
-        # A JSON string is a valid YAML double-quoted scalar, escapes included.
-        return json.dumps(value, ensure_ascii=False)
+        # A JSON string is a valid YAML double-quoted scalar, escapes included; JSON leaves a
+        # few characters raw that YAML folds or forbids, so escape those too.
+        text = json.dumps(value, ensure_ascii=False)
+        return _YAML_UNSAFE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return "[" + ", ".join(format_param_value(v) for v in value) + "]"
 
 

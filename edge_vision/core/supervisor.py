@@ -31,11 +31,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, TextIO
 
+from edge_vision.core.dds import (
+    DISCOVERY_RANGE_VAR,
+    LOCALHOST_ONLY_VAR,
+    apply_discovery_defaults,
+)
 from edge_vision.core.pipeline import NodeSpec
 
 __all__ = [
@@ -48,25 +53,9 @@ __all__ = [
     "apply_discovery_defaults",
 ]
 
-DISCOVERY_RANGE_VAR = "ROS_AUTOMATIC_DISCOVERY_RANGE"  # Jazzy and later
-LOCALHOST_ONLY_VAR = "ROS_LOCALHOST_ONLY"  # Humble; ignored by Kilted
 CONFIG_ERROR_EXIT_CODE = 2
 MIN_RESPAWN_DELAY = 0.1
 """Floor for doubled delays, so a respawn_delay of 0 cannot turn into a busy restart loop."""
-
-
-def apply_discovery_defaults(env: MutableMapping[str, str]) -> bool:
-    """Limit DDS discovery to loopback unless ``env`` already chose; True if defaults applied.
-
-    Either variable set (non-empty) counts as the user's choice and neither is touched:
-    adding ROS_LOCALHOST_ONLY=1 next to an explicit ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET
-    would override the user on distros that still honour it. ROS_DOMAIN_ID is not touched.
-    """
-    if env.get(DISCOVERY_RANGE_VAR) or env.get(LOCALHOST_ONLY_VAR):
-        return False
-    env[DISCOVERY_RANGE_VAR] = "LOCALHOST"
-    env[LOCALHOST_ONLY_VAR] = "1"
-    return True
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,9 @@ from edge_vision.ros.parameters import Param, ParameterBinding
 from edge_vision.ros.qos import sensor_subscriber_qos
 
 PARAMS = (
-    Param("topic", "image", "Image topic to watch (relative names resolve in the node's namespace)."),
+    Param(
+        "topic", "image", "Image topic to watch (relative names resolve in the node's namespace)."
+    ),
     Param("period", 1.0, "Seconds between report lines.", range=(0.1, 3600.0)),
     Param("log", True, "Print a report line every period (diagnostics are published anyway)."),
 )
@@ -103,6 +105,11 @@ class ImageMonitorNode(EdgeVisionNode):
         report = dict(self._last_report)
         level = diagnostics.OK if report["fps"] > 0 else diagnostics.WARN
         return diagnostics.Status(level, "receiving" if report["fps"] else "no frames", report)
+
+
+def create_node(args: list[str]) -> ImageMonitorNode:
+    """Single-process launch hook (``edge-vision launch --single-process``)."""
+    return ImageMonitorNode(cli_args=args)
 
 
 def main(args: list[str] | None = None) -> int:

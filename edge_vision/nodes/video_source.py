@@ -396,6 +396,11 @@ def _kind_of(uri: str) -> str:
     return "folder" if Path(uri.removeprefix("file://")).is_dir() else "file"
 
 
+def create_node(args: list[str]) -> VideoSourceNode:
+    """Single-process launch hook (``edge-vision launch --single-process``)."""
+    return VideoSourceNode(cli_args=args)
+
+
 def main(args: list[str] | None = None) -> int:
     return run_node(VideoSourceNode, args)
 

@@ -19,6 +19,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -108,9 +109,7 @@ class ParameterBinding:
         self._on_change = on_change
         self.values: dict[str, Any] = {}
         for full_name, spec in self.specs.items():
-            param = node.declare_parameter(
-                full_name, _as_parameter_value(spec), spec.descriptor()
-            )
+            param = node.declare_parameter(full_name, _as_parameter_value(spec), spec.descriptor())
             value = spec.default if param.value is None else param.value
             error = spec.check(value)
             if error:
@@ -118,6 +117,26 @@ class ParameterBinding:
             self.values[spec.name] = value
         node.add_on_set_parameters_callback(self._validate)
         node.add_post_set_parameters_callback(self._applied)
+
+    def _declare(self, full_name: str, spec: Param) -> Any:
+        try:
+            param = self._node.declare_parameter(
+                full_name, _as_parameter_value(spec), spec.descriptor()
+            )
+        except InvalidParameterTypeException as exc:
+            # YAML reads `fps: 10` as an int; a double parameter takes it as 10.0 instead of
+            # refusing to start. Any other mismatch is a configuration error.
+            override = self._node._parameter_overrides.get(full_name)  # rclpy has no public API
+            given = None if override is None else override.value
+            if not (isinstance(spec.default, float) and type(given) is int):
+                raise ValueError(
+                    f"invalid parameter {full_name}: expected {type(spec.default).__name__}, "
+                    f"got {given!r}"
+                ) from exc
+            param = self._node.declare_parameter(
+                full_name, float(given), spec.descriptor(), ignore_override=True
+            )
+        return spec.default if param.value is None else param.value
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]

@@ -27,7 +27,9 @@ def image_publisher_qos(reliability: str = "reliable", depth: int = 5) -> QoSPro
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,
         reliability=(
-            ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+            ReliabilityPolicy.RELIABLE
+            if reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT
         ),
         durability=DurabilityPolicy.VOLATILE,
     )

@@ -107,9 +107,17 @@ class LiveAVSource(VideoSource):
                 self._url,
                 format=self._av_format,
                 options=self._av_options,
-                timeout=(self._open_timeout_s, self._read_timeout_s),
+                # Measured: FFmpeg's RTSP demuxer gives up after twice PyAV's read timeout
+                # (it waits once more after the first interrupt), so ask for half.
+                timeout=(self._open_timeout_s, self._read_timeout_s / 2),
             )
         except av.error.FFmpegError as exc:
+            if time.monotonic() - started >= 0.9 * self._open_timeout_s:
+                # FFmpeg reports an interrupted handshake as whatever it was parsing
+                # ("invalid data"), which would send the user looking in the wrong place.
+                raise SourceOpenError(
+                    f"cannot open {self.description}: no answer within {self._open_timeout_s:g} s"
+                ) from None
             raise self._map_open_error(exc) from None
         if not container.streams.video:
             container.close()
@@ -217,11 +225,9 @@ class RtspSource(LiveAVSource):
     """An RTSP stream (``rtsp://[user:pass@]host[:port]/path``), tuned for low latency.
 
     Options passed to FFmpeg: ``rtsp_transport`` (``tcp`` by default: no packet loss on busy
-    networks, works through NAT), ``fflags=nobuffer`` and ``flags=low_delay``, a socket
-    timeout and PyAV's read timeout (``read_timeout_s``) so that a silent server is noticed
-    within about that time, and a small probe so ``open()`` does not analyse for seconds.
-    Without ``nobuffer`` FFmpeg buffered 0.8-1.8 s of a 15 fps stream here; with it,
-    latency is about one frame.
+    networks, works through NAT), ``flags=low_delay``, a socket timeout and PyAV's read
+    timeout (``read_timeout_s``) so that a silent server is noticed within about that time,
+    and a short stream probe so ``open()`` neither analyses for seconds nor leaves a backlog.
     ``extra_options`` are added verbatim. A connection that drops raises
     ``SourceDisconnected`` from ``read()``; wrap in ``ReconnectingSource`` to recover.
     Credentials in the URL never appear in messages.
@@ -248,13 +254,14 @@ class RtspSource(LiveAVSource):
             )
         options = {
             "rtsp_transport": transport,
-            "fflags": "nobuffer",
             "flags": "low_delay",
             # Socket I/O timeout in microseconds: a server that stops answering is an error.
             "timeout": str(int(read_timeout_s * 1_000_000)),
             "max_delay": "500000",
-            # A short probe: measured against a local server, the defaults made open() take
-            # 1-2 s; SDP already describes the stream, and size comes from the first frame.
+            # A short probe: with FFmpeg's defaults open() took 1-2 s and the packets read
+            # while probing became a backlog of 0.8-1.8 s. Not "fflags=nobuffer": it
+            # discards the probed packets, usually the keyframe sent on connect, so decoding
+            # could only start a whole GOP later.
             "probesize": "32768",
             "analyzeduration": "100000",
         }

@@ -130,13 +130,14 @@ class ReconnectingSource(VideoSource):
     def _open(self) -> None:
         self._closing = threading.Event()
         self._connected = False
+        self._index_offset = self._next_index  # a re-opened source keeps counting
         try:
             self._inner.open()
         except SourceError as exc:
             if not self._retry_initial:
                 raise
-            self._note_error(exc)
-            _log.warning("%s: %s; will keep retrying", self.description, exc)
+            self._record_error(exc)
+            _log.warning("%s; will keep retrying", exc)
             self._dropped_at = time.monotonic()
             return
         self._connected = True
@@ -170,14 +171,11 @@ class ReconnectingSource(VideoSource):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _note_error(self, exc: BaseException) -> None:
-        self._record_error(exc)
-
     def _on_drop(self, exc: SourceError) -> None:
-        self._note_error(exc)
+        self._record_error(exc)
         self._connected = False
         self._dropped_at = time.monotonic()
-        _log.warning("%s: %s; reconnecting", self.description, exc)
+        _log.warning("%s; reconnecting", exc)
         self._inner.close()
 
     def _wait(self, seconds: float) -> bool:
@@ -202,7 +200,7 @@ class ReconnectingSource(VideoSource):
                 self._inner.close()
                 self._inner.open()
             except SourceError as exc:
-                self._note_error(exc)
+                self._record_error(exc)
                 _log.debug("%s: reconnect attempt %d failed: %s", self, self._attempts, exc)
                 delay = min(delay * self._factor, self._max)
                 continue

@@ -10,6 +10,7 @@ before any rclpy context is created (the pytest plugin does it at start-up).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from edge_vision.core.dds import default_dds_environment
+from edge_vision.core.dds import default_dds_environment, venv_ament_prefix
 from edge_vision.nodes import NODE_EXECUTABLES
 
 
@@ -34,11 +35,10 @@ def isolate_ros_environment(domain_id: int | None = None) -> dict[str, str]:
     The domain id is derived from the pid so that parallel test runs do not see each other.
     """
     if domain_id is None:
-        domain_id = int(os.environ.get("EDGE_VISION_TEST_DOMAIN_ID", 0)) or (
-            1 + os.getpid() % 100
-        )
+        domain_id = int(os.environ.get("EDGE_VISION_TEST_DOMAIN_ID", 0)) or (1 + os.getpid() % 100)
     env = {
         **default_dds_environment(force=True),
+        **venv_ament_prefix(),
         "ROS_DOMAIN_ID": str(domain_id),
         "RCUTILS_COLORIZED_OUTPUT": "0",
         "PYTHONUNBUFFERED": "1",
@@ -62,7 +62,9 @@ class NodeProcess:
         log_dir: Path | None = None,
     ) -> None:
         if executable not in NODE_EXECUTABLES:
-            raise ValueError(f"unknown node executable {executable!r}; known: {sorted(NODE_EXECUTABLES)}")
+            raise ValueError(
+                f"unknown node executable {executable!r}; known: {sorted(NODE_EXECUTABLES)}"
+            )
         self.executable = executable
         self.name = name or executable
         self.namespace = namespace
@@ -149,10 +151,8 @@ class RosClient:
     def _spin(self) -> None:
         from rclpy.executors import ExternalShutdownException
 
-        try:
+        with contextlib.suppress(ExternalShutdownException):
             self.executor.spin()
-        except ExternalShutdownException:
-            pass
 
     def close(self) -> None:
         self.executor.shutdown()
@@ -197,14 +197,25 @@ class RosClient:
         finally:
             self.node.destroy_client(client)
 
-    def get_parameters(self, node: str, names: Sequence[str], timeout: float = 10.0) -> dict[str, Any]:
+    def get_parameters(
+        self, node: str, names: Sequence[str], timeout: float = 10.0
+    ) -> dict[str, Any]:
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
 
-        response = self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=list(names)), timeout)
-        return {n: parameter_value_to_python(v) for n, v in zip(names, response.values, strict=True)}
+        response = self.call(
+            GetParameters,
+            f"{node}/get_parameters",
+            GetParameters.Request(names=list(names)),
+            timeout,
+        )
+        return {
+            n: parameter_value_to_python(v) for n, v in zip(names, response.values, strict=True)
+        }
 
-    def set_parameters(self, node: str, values: Mapping[str, Any], timeout: float = 10.0) -> list[Any]:
+    def set_parameters(
+        self, node: str, values: Mapping[str, Any], timeout: float = 10.0
+    ) -> list[Any]:
         """Returns one rcl_interfaces/SetParametersResult per value (``successful``, ``reason``)."""
         from rcl_interfaces.srv import SetParameters
         from rclpy.parameter import Parameter
@@ -234,7 +245,9 @@ class Collector:
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Any]:
         with self._cond:
             if not self._cond.wait_for(lambda: len(self.messages) >= count, timeout):
-                raise TimeoutError(f"received {len(self.messages)} of {count} messages in {timeout} s")
+                raise TimeoutError(
+                    f"received {len(self.messages)} of {count} messages in {timeout} s"
+                )
             return list(self.messages)
 
     def clear(self) -> None:

@@ -115,6 +115,16 @@ class RtspTestServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def pause(self) -> None:
+        """Freeze the server process (SIGSTOP): connections stay open but go silent, like a
+        hung camera. ``resume()`` continues it."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def start(self) -> None:
         """Start the server and return once it accepts connections."""
         if self.running:
@@ -165,6 +175,7 @@ class RtspTestServer:
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused child cannot handle SIGTERM
                 proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(timeout_s)

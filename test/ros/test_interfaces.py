@@ -7,7 +7,6 @@ import sys
 import textwrap
 
 import pytest
-
 from edge_vision.msg import Event
 
 pytestmark = pytest.mark.ros
@@ -42,7 +41,11 @@ def test_event_message_crosses_processes_intact(ros):
         proc.terminate()
         proc.wait(10)
     assert (msg.id, msg.stream, msg.model, msg.label, msg.class_id) == (
-        "ev-1", "cam0", "nanodet-m", "person", "0",
+        "ev-1",
+        "cam0",
+        "nanodet-m",
+        "person",
+        "0",
     )
     assert msg.score == pytest.approx(0.5) and msg.max_score == pytest.approx(0.9)
     assert (msg.frames, msg.track_id, msg.state) == (42, "7", Event.STATE_END)
@@ -57,3 +60,26 @@ def test_fallback_vision_msgs_has_the_4x_fields():
     assert list(Detection2D.get_fields_and_field_types()) == ["header", "results", "bbox", "id"]
     assert list(ObjectHypothesisWithPose.get_fields_and_field_types()) == ["hypothesis", "pose"]
     assert list(LabelInfo.get_fields_and_field_types()) == ["header", "class_map", "threshold"]
+
+
+# RIHS01 type hashes of the real vision_msgs 4.1 (as generated into rosidl_generator_c's
+# *__description.c of a Jazzy build of ros-perception/vision_msgs). Detection2DArray's hash
+# covers every type it nests (Detection2D, ObjectHypothesisWithPose, ObjectHypothesis,
+# BoundingBox2D, Pose2D, Point2D, std_msgs/Header), so equal hashes mean wire compatibility.
+PUBLISHED_HASHES = {
+    "Detection2DArray": "RIHS01_214274120007f4a683866481336b70310268cfa107aebe9d594a6acf75bda968",
+    "BoundingBox2D": "RIHS01_008eacbb0cf8f26e83795547bed013eec3675485ef386ec056d80eaaf1c1ce2f",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_HASHES))
+def test_vision_msgs_type_hashes_match_the_real_package(name):
+    import json
+    from pathlib import Path
+
+    from ament_index_python.packages import get_package_share_directory
+
+    description = Path(get_package_share_directory("vision_msgs"), "msg", f"{name}.json")
+    data = json.loads(description.read_text())
+    hashes = {h["type_name"]: h["hash_string"] for h in data["type_hashes"]}
+    assert hashes[f"vision_msgs/msg/{name}"] == PUBLISHED_HASHES[name]

@@ -82,10 +82,13 @@ def test_valid_file(tmp_path: Path) -> None:
 
 def test_shipped_demo_pipeline_is_valid() -> None:
     pipeline = load_pipeline(REPO / "config" / "demo.yaml")
-    (spec,) = pipeline.nodes
-    assert spec.executable == "video_source"
-    assert spec.parameters["uri"] == "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
-    assert spec.parameters["loop"] is True
+    source, monitor = pipeline.nodes
+    assert source.executable == "video_source" and source.namespace == "/cam0"
+    assert source.parameters["uri"] == "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
+    assert source.parameters["loop"] is True
+    # The monitor watches the source's output in the same namespace.
+    assert monitor.executable == "image_monitor" and monitor.namespace == "/cam0"
+    assert monitor.parameters["topic"] == "image_raw"
 
 
 def test_every_table_module_exists() -> None:
@@ -230,8 +233,8 @@ def test_parameter_files_merge_and_resolve_relative_to_pipeline(
     # A file whose keys match no entry for this node is almost certainly a typo.
     write(tmp_path / "cfg" / "params" / "wrong.yaml", "/cam1/source:\n  ros__parameters: {a: 1}\n")
     text = pipeline_file.read_text().replace("params/relative.yaml", "params/wrong.yaml")
-    with pytest.raises(PipelineError, match=r"nodes\[0\] \(source\): parameter_files\[2\].*"
-                       r"no entry matches node /cam0/source"):  # fmt: skip
+    expected = r"nodes\[0\] \(source\): parameter_files\[2\].*no entry matches node /cam0/source"
+    with pytest.raises(PipelineError, match=expected):
         load_pipeline(write(tmp_path / "cfg" / "pipe2.yaml", text))
 
 
@@ -287,8 +290,9 @@ TRICKY: dict[str, Any] = {
     "looks_float": "1e3",
     "looks_bool": "on",
     "empty": "",
-    "quote": "it's \"quoted\"\nand: two lines",
+    "quote": 'it\'s "quoted"\nand: two lines',
     "unicode": "caméra ✓",
+    "odd_chars": "a\u2028b\x85c\x7fd\ufeff\te",
     "flag": True,
     "count": -(2**63),
     "ratio": 1e-7,
@@ -374,7 +378,7 @@ def test_overrides() -> None:
         apply_overrides(pipeline, ["cam.fps=1.0"])
     with pytest.raises(PipelineError, match="no node 'nope'"):
         apply_overrides(pipeline, ["nope.fps=1.0"])
-    with pytest.raises(PipelineError, match="NODE.PARAM=VALUE"):
+    with pytest.raises(PipelineError, match=r"NODE\.PARAM=VALUE"):
         apply_overrides(pipeline, ["other=3"])
     with pytest.raises(PipelineError, match=r"--set other\.fps: null"):
         apply_overrides(pipeline, ["other.fps="])
