@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 import pytest
+
 from edge_vision.msg import Event
 
 pytestmark = pytest.mark.ros

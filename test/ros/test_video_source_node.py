@@ -8,10 +8,10 @@ import statistics
 import time
 
 import pytest
-from edge_vision.srv import GetSourceInfo
 from sensor_msgs.msg import Image
 
 from edge_vision.ros.image_conversion import image_to_numpy, stamp_to_ns
+from edge_vision.srv import GetSourceInfo
 from edge_vision.testing.media import VTEST, require
 
 pytestmark = pytest.mark.ros

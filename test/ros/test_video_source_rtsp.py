@@ -23,9 +23,7 @@ def rtsp_server():
 
 
 def test_rtsp_stream_survives_a_server_restart(ros, start_node, rtsp_server):
-    node = start_node(
-        "video_source", parameters={"uri": rtsp_server.url, "retry_delay": 0.2}
-    )
+    node = start_node("video_source", parameters={"uri": rtsp_server.url, "retry_delay": 0.2})
     frames = ros.collect(Image, "/image_raw", 5, timeout=30)
     assert (frames[0].width, frames[0].height, frames[0].encoding) == (320, 240, "bgr8")
 
