@@ -129,6 +129,10 @@ class _Receiver:
             "received": len(self.latencies_ns),
             "unique": len(self.seqs),
             "warmup_received": self.warmup,
+            "max_seq": max(self.seqs, default=-1),
+            "missing_seqs": [i for i in range(max(self.seqs, default=-1)) if i not in self.seqs][
+                :20
+            ],
             "receive_span_s": (self.last_ns - self.first_ns) / 1e9,
         }
         if lat.size:
@@ -202,12 +206,16 @@ def _publish(node: Any, args: argparse.Namespace) -> dict[str, Any]:
             send(f"m{seq}")
             seq += 1
     duration = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu0
+    # Keep the writer alive while the last frames are still on their way: a writer destroyed
+    # right after publish takes its in-flight samples with it.
+    time.sleep(args.grace)
     return {
         "published": published,
         "attempts": published + failures,
         "failures": failures,
         "duration_s": duration,
-        "pub_cpu_s": _cpu_seconds() - cpu0,
+        "pub_cpu_s": cpu,
     }
 
 
@@ -258,7 +266,6 @@ def _run_child(args: argparse.Namespace) -> int:
                 spinner.start()
                 pub_node = rclpy.create_node("bench_image_pub")
                 result.update(_publish(pub_node, args))
-                time.sleep(args.grace)
                 stop.set()
                 spinner.join()
             result.update(receiver.result())
@@ -318,8 +325,30 @@ def _last_json(text: str) -> dict[str, Any]:
     raise ValueError("no JSON line")
 
 
+def _busy_cpu_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat), 0 where unavailable."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_seconds() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
 def _run_case(case: Case, args: argparse.Namespace, workdir: str) -> dict[str, Any]:
-    """Start the case's process(es) and merge their JSON lines."""
+    """Start the case's process(es) and merge their JSON lines.
+
+    Also measures how busy the machine was with other processes meanwhile (``others_cores``:
+    busy CPU of the whole machine minus this case's processes, per second of wall time), to
+    tell a disturbed measurement from a real one.
+    """
+    busy0, wall0 = _busy_cpu_seconds(), time.monotonic()
+    ours0 = _children_cpu_seconds() + time.process_time()
     env = _child_env(case.transport, args.domain_id)
     limit = args.match_timeout + args.warmup + args.seconds + 30.0
     processes: list[subprocess.Popen[str]] = []
@@ -355,7 +384,7 @@ def _run_case(case: Case, args: argparse.Namespace, workdir: str) -> dict[str, A
                 sub = start("sub", sub_log)
                 pub = start("pub", pub_log)
                 result = finish(pub, pub_log, "pub")
-                time.sleep(args.grace)  # let the last frames arrive
+                time.sleep(0.2)  # the publisher lingered --grace s already
                 sub.send_signal(signal.SIGTERM)
                 result.update(finish(sub, sub_log, "sub"))
         finally:
@@ -363,7 +392,11 @@ def _run_case(case: Case, args: argparse.Namespace, workdir: str) -> dict[str, A
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+    wall = time.monotonic() - wall0
+    ours = _children_cpu_seconds() + time.process_time() - ours0
+    others = max(0.0, (_busy_cpu_seconds() - busy0 - ours) / wall) if busy0 else None
     result.pop("role", None)
+    result["others_cores"] = others
     delivered = result.get("unique", 0) / result["published"] if result["published"] else 0.0
     result.update(
         transport=case.transport,
@@ -508,6 +541,18 @@ def _orchestrate(args: argparse.Namespace) -> int:
     print("\n".join(_latency_table(results)))
     print("\n### Full rate: reliable publisher + reliable subscriber\n")
     print("\n".join(_throughput_table(results)))
+    disturbed = [
+        f"{TRANSPORT_LABELS[r['transport']]} {r['size']} {r['mode']} {r['sub_qos']}: "
+        f"{r['others_cores']:.2f}"
+        for r in results
+        if (r.get("others_cores") or 0.0) > args.disturbed
+    ]
+    if disturbed:
+        print(
+            f"\nOther processes kept more than {args.disturbed:g} cores busy during: "
+            + "; ".join(disturbed)
+            + " (cores). Repeat those cases on a quieter machine."
+        )
     ratios = _ratio_lines(results)
     if ratios:
         print("\n### Ratios\n")
@@ -542,6 +587,12 @@ def _parse_args(argv: Iterable[str] | None = None) -> argparse.Namespace:
         type=int,
         default=101 + os.getpid() % 99,
         help="ROS_DOMAIN_ID for the run (default 101..199 from the pid)",
+    )
+    parser.add_argument(
+        "--disturbed",
+        type=float,
+        default=0.25,
+        help="flag cases during which other processes used more than this many cores",
     )
     parser.add_argument("--warmup", type=float, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--grace", type=float, default=0.7, help=argparse.SUPPRESS)

@@ -40,6 +40,11 @@ reqs=("$ROOT"/requirements/*.txt)
 if [[ ! -f "$stamp" ]] || [[ -n "$(find "${reqs[@]}" -newer "$stamp")" ]]; then
   log "pip install (ROS 2 wheels, runtime and test requirements)"
   "$PY" -m pip install -q --disable-pip-version-check $(printf -- '-r %q ' "${reqs[@]}")
+  # Packages whose declared dependencies would break the rest (see requirements/models.txt).
+  mapfile -t nodeps < <(sed -n 's/^#no-deps: *//p' "${reqs[@]}")
+  if ((${#nodeps[@]})); then
+    "$PY" -m pip install -q --disable-pip-version-check --no-deps "${nodeps[@]}"
+  fi
   touch "$stamp"
 fi
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from edge_vision import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("edge_vision.cli.launch",)
+SUBCOMMANDS: tuple[str, ...] = ("edge_vision.cli.launch", "edge_vision.cli.models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -228,3 +228,128 @@ class ResizeTransform:
             np.clip(out[:, 0::2], 0, self.image_w, out=out[:, 0::2])
             np.clip(out[:, 1::2], 0, self.image_h, out=out[:, 1::2])
         return out
+
+
+# --------------------------------------------------------------------------------------------
+# YOLO (YOLOv8-style (1, N, 4+C) / (1, 4+C, N); YOLOv5-style (1, N, 5+C) with objectness)
+# --------------------------------------------------------------------------------------------
+
+
+def yolo_layout(shape: Sequence[int], num_classes: int) -> tuple[bool, bool]:
+    """``(transposed, has_objectness)`` of a YOLO output shape; ValueError says what fits.
+
+    ``transposed``: features are rows ((4+C, N), Ultralytics' YOLOv8 export); otherwise each of
+    the N rows is one candidate. ``has_objectness``: YOLOv5's extra column after the box.
+    """
+    dims = tuple(int(d) for d in shape)
+    if len(dims) == 3 and dims[0] == 1:
+        dims = dims[1:]
+    v8, v5 = 4 + num_classes, 5 + num_classes
+    if len(dims) == 2:
+        rows, cols = dims
+        # Check the candidate axis last: N is normally much larger than 4 + C.
+        for transposed, objectness, width in (
+            (False, False, cols == v8),
+            (True, False, rows == v8),
+            (False, True, cols == v5),
+            (True, True, rows == v5),
+        ):
+            if width:
+                return transposed, objectness
+    raise ValueError(
+        f"shape {list(shape)} does not fit {num_classes} labels: expected (1, N, {v8}) or "
+        f"(1, {v8}, N) (YOLOv8: cx, cy, w, h + one score per label) or (1, N, {v5}) "
+        "(YOLOv5: cx, cy, w, h, objectness + one score per label)"
+    )
+
+
+def decode_yolo(
+    output: np.ndarray,
+    num_classes: int,
+    score_threshold: float,
+    max_candidates: int = 1000,
+) -> RawBoxes:
+    """Boxes ``cx, cy, w, h`` in model-input pixels; each candidate keeps its best class."""
+    out = np.asarray(output, np.float32)
+    transposed, objectness = yolo_layout(out.shape, num_classes)
+    rows = out.reshape(out.shape[-2:])
+    if transposed:
+        rows = rows.T
+    scores = rows[:, 5:] * rows[:, 4:5] if objectness else rows[:, 4:]
+    cls = scores.argmax(axis=1)
+    conf = scores[np.arange(len(scores)), cls]
+    keep = np.flatnonzero(conf > score_threshold)
+    if keep.size > max_candidates:
+        keep = keep[np.argsort(-conf[keep], kind="stable")[:max_candidates]]
+    box = rows[keep, :4]
+    half = box[:, 2:] / 2
+    xyxy = np.concatenate([box[:, :2] - half, box[:, :2] + half], axis=1)
+    return RawBoxes(
+        xyxy.astype(np.float32), conf[keep].astype(np.float32), cls[keep].astype(np.int32)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# SSD-style: separate boxes (1, N, 4) and scores (1, N, C) or (1, N, C+1) outputs
+# --------------------------------------------------------------------------------------------
+
+
+def find_ssd_outputs(
+    outputs: Mapping[str, np.ndarray], num_classes: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(boxes (N, 4), scores (N, C or C+1), background_first)`` identified by shape.
+
+    ``background_first``: the scores have one column more than there are labels, the first
+    being the background class (jetson-inference's train_ssd.py export, torchvision SSD).
+    """
+    shapes = {name: np.asarray(v).shape for name, v in outputs.items()}
+    flat = {
+        name: np.asarray(v).reshape(-1, np.asarray(v).shape[-1])
+        for name, v in outputs.items()
+        if np.asarray(v).ndim in (2, 3) and (np.asarray(v).ndim == 2 or v.shape[0] == 1)
+    }
+    listing = ", ".join(f"{n} {list(s)}" for n, s in shapes.items())
+    box_names = [n for n, t in flat.items() if t.shape[1] == 4]
+    for box_name in box_names:
+        n = flat[box_name].shape[0]
+        for name, t in flat.items():
+            if (
+                name != box_name
+                and t.shape[0] == n
+                and t.shape[1] in (num_classes, num_classes + 1)
+            ):
+                return flat[box_name], t, t.shape[1] == num_classes + 1
+    raise ValueError(
+        f"expected a boxes output (1, N, 4) and a scores output (1, N, {num_classes}) or "
+        f"(1, N, {num_classes + 1}) (background class first); the outputs are: {listing}"
+    )
+
+
+def decode_ssd(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    score_threshold: float,
+    input_hw: tuple[int, int],
+    box_format: str = "xyxy",
+    normalized: bool = True,
+    background_first: bool = False,
+    max_candidates: int = 1000,
+) -> RawBoxes:
+    """Boxes ``xyxy`` or ``yxyx`` (TF), normalised 0..1 or in input pixels; best class each."""
+    if box_format not in ("xyxy", "yxyx"):
+        raise ValueError(f"SSD box format {box_format!r} is not xyxy or yxyx")
+    s = np.asarray(scores, np.float32)
+    if background_first:
+        s = s[:, 1:]
+    cls = s.argmax(axis=1)
+    conf = s[np.arange(len(s)), cls]
+    keep = np.flatnonzero(conf > score_threshold)
+    if keep.size > max_candidates:
+        keep = keep[np.argsort(-conf[keep], kind="stable")[:max_candidates]]
+    b = np.asarray(boxes, np.float32)[keep]
+    if box_format == "yxyx":
+        b = b[:, [1, 0, 3, 2]]
+    if normalized:
+        h, w = input_hw
+        b = b * np.array([w, h, w, h], np.float32)
+    return RawBoxes(b.astype(np.float32), conf[keep].astype(np.float32), cls[keep].astype(np.int32))

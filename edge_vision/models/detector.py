@@ -9,16 +9,19 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from edge_vision.core.detections import Detections
+from edge_vision.models.backends import create_onnx_session
 from edge_vision.models.decoders import (
     COCO80_LABELS,
     RawBoxes,
     ResizeTransform,
     decode_centernet,
     decode_gfl,
+    decode_ssd,
+    decode_yolo,
     find_gfl_outputs,
+    find_ssd_outputs,
     nms,
 )
 
@@ -34,7 +37,7 @@ class ModelSpec:
     name: str
     input_size: tuple[int, int]
     """(width, height) of the model input."""
-    decoder: Literal["gfl", "centernet"]
+    decoder: Literal["gfl", "centernet", "yolo", "ssd"]
     layout: Literal["NCHW", "NHWC"] = "NCHW"
     channel_order: Literal["RGB", "BGR"] = "RGB"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -55,6 +58,12 @@ class ModelSpec:
     """GFL only: anchor points at (col + offset) * stride."""
     input_name: str | None = None
     """Graph input to feed; the first input when None."""
+    output_names: tuple[str, ...] | None = None
+    """Graph outputs to fetch and decode; all outputs when None."""
+    ssd_box_format: Literal["xyxy", "yxyx"] = "xyxy"
+    """SSD only: corner order of the boxes output."""
+    ssd_normalized: bool = True
+    """SSD only: boxes are 0..1 fractions of the input size (else input pixels)."""
 
 
 def resize_to_input(bgr: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, ResizeTransform]:
@@ -104,8 +113,9 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 class Detector:
     """Runs one ONNX detection model; :meth:`detect` returns boxes in original image pixels.
 
-    ``providers`` is passed to onnxruntime as is (default CPU); put e.g.
-    ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` first where available.
+    The session comes from :func:`edge_vision.models.backends.create_onnx_session`: ``device``
+    is ``cpu``, ``cuda`` or ``tensorrt``; ``providers`` (an onnxruntime provider list) overrides
+    it. Load failures raise :class:`~edge_vision.models.errors.ModelLoadError`.
     """
 
     def __init__(
@@ -113,24 +123,29 @@ class Detector:
         model_path: str | Path,
         spec: ModelSpec,
         *,
+        device: str = "cpu",
         providers: Sequence[str | tuple[str, Mapping[str, Any]]] | None = None,
         intra_op_num_threads: int | None = None,
+        trt_cache_dir: str | Path | None = None,
     ) -> None:
         self.spec = spec
-        options = ort.SessionOptions()
-        if intra_op_num_threads:
-            options.intra_op_num_threads = intra_op_num_threads
-        self.session = ort.InferenceSession(
-            str(model_path),
-            sess_options=options,
-            providers=list(providers or ["CPUExecutionProvider"]),
+        self.session = create_onnx_session(
+            model_path,
+            device,
+            trt_cache_dir=trt_cache_dir,
+            intra_op_threads=intra_op_num_threads,
+            providers=providers,
         )
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.input_name = spec.input_name or next(iter(inputs))
         if self.input_name not in inputs:
             raise ValueError(f"{model_path}: no input {self.input_name!r} (has {list(inputs)})")
         self._check_input_shape(inputs[self.input_name].shape, model_path)
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        missing = [n for n in spec.output_names or () if n not in outputs]
+        if missing:
+            raise ValueError(f"{model_path}: no output {missing[0]!r} (has {outputs})")
+        self.output_names = list(spec.output_names or outputs)
 
     def _check_input_shape(self, shape: Sequence[Any], model_path: str | Path) -> None:
         w, h = self.spec.input_size
@@ -172,6 +187,25 @@ class Detector:
                 shapes = [v.shape for v in outputs.values()]
                 raise ValueError(f"expected one (N, 6) detections output, got {shapes}")
             return decode_centernet(dets[0], spec.score_threshold)
+        if spec.decoder == "yolo":
+            if len(outputs) != 1:
+                shapes = [v.shape for v in outputs.values()]
+                raise ValueError(f"yolo decodes one output, got {shapes} (set output_names)")
+            return decode_yolo(next(iter(outputs.values())), len(spec.labels), spec.score_threshold)
+        if spec.decoder == "ssd":
+            boxes, scores, background_first = find_ssd_outputs(outputs, len(spec.labels))
+            raw = decode_ssd(
+                boxes,
+                scores,
+                spec.score_threshold,
+                input_hw,
+                spec.ssd_box_format,
+                spec.ssd_normalized,
+                background_first,
+            )
+            if not background_first and spec.labels and spec.labels[0].lower() == "background":
+                raw = raw.take(np.flatnonzero(raw.class_ids != 0))  # labels.txt lists it first
+            return raw
         raise ValueError(f"unknown decoder {spec.decoder!r}")
 
     def detect(self, bgr: np.ndarray) -> Detections:

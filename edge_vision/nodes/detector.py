@@ -1,0 +1,348 @@
+"""detector: object detection on an image topic.
+
+Topics: subscribes ``image`` (sensor_msgs/Image, best effort); publishes ``detections``
+(vision_msgs/Detection2DArray, header copied from the image), ``labels`` (vision_msgs/LabelInfo,
+transient-local: the class id -> name map, republished whenever the model changes), ``overlay``
+(sensor_msgs/Image with boxes drawn, only while someone subscribes and ``publish_overlay``),
+``/diagnostics``.
+Services: ``~/load_model`` (edge_vision/srv/LoadModel).
+
+The node always works on the newest frame: the subscription drops each frame into a one-slot
+mailbox and an inference thread takes the latest one, so when inference is slower than the
+camera, frames are skipped (and counted) instead of queueing and latency does not grow.
+
+A model change (``model``/``device`` parameters or ``~/load_model``) loads the new model while the
+old one keeps serving, then swaps it in between two frames; a model that fails to load is
+refused with the reason and nothing changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from edge_vision.core.detections import Detections
+from edge_vision.core.drawing import draw_detections
+from edge_vision.core.latest import LatestSlot
+from edge_vision.ros import diagnostics
+from edge_vision.ros.conversions import detections_to_msg, label_info_msg
+from edge_vision.ros.image_conversion import image_to_numpy, numpy_to_image, stamp_to_ns
+from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
+from edge_vision.ros.parameters import Param, ParameterBinding
+from edge_vision.ros.qos import image_publisher_qos, latched_qos, sensor_subscriber_qos
+
+DEVICES = ("cpu", "cuda", "tensorrt", "jetson")
+
+
+def _parse_class_thresholds(items: list[str]) -> dict[str, float]:
+    """``["person=0.5", "car=0.3"]`` -> {"person": 0.5, "car": 0.3} (ValueError when malformed)."""
+    out: dict[str, float] = {}
+    for item in items:
+        if not item.strip():  # [''] is how `ros2 param set` clears a string array
+            continue
+        name, sep, value = item.rpartition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"class_thresholds entry {item!r} is not NAME=THRESHOLD")
+        try:
+            threshold = float(value)
+        except ValueError:
+            raise ValueError(
+                f"class_thresholds entry {item!r}: {value!r} is not a number"
+            ) from None
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"class_thresholds entry {item!r}: threshold outside [0, 1]")
+        out[name.strip()] = threshold
+    return out
+
+
+def _check_class_thresholds(items: list[str]) -> str | None:
+    try:
+        _parse_class_thresholds(items)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+PARAMS = (
+    Param(
+        "model",
+        "nanodet-m",
+        "Model to run: a zoo name (edge-vision models list), an imported name or an .onnx path. "
+        "Changing it loads the new model first; a model that fails to load is refused.",
+    ),
+    Param("device", "cpu", "Inference device.", choices=DEVICES),
+    Param("trt_cache_dir", "", "TensorRT engine cache directory (device tensorrt); empty: none."),
+    Param("score_threshold", 0.35, "Minimum detection score.", range=(0.0, 1.0)),
+    Param(
+        "class_thresholds",
+        [],
+        "Per-class minimum scores as NAME=THRESHOLD entries, e.g. ['person=0.5', 'car=0.3']; "
+        "classes not listed use score_threshold.",
+        validator=_check_class_thresholds,
+        list_type=str,
+    ),
+    Param(
+        "classes",
+        [],
+        "Only publish these class names (empty = all classes; [''] also clears it, since "
+        "`ros2 param set` cannot send an empty string array).",
+        list_type=str,
+    ),
+    Param(
+        "nms_iou", 0.6, "IoU above which overlapping boxes of a class are merged.", range=(0.0, 1.0)
+    ),
+    Param("max_detections", 100, "Most detections per frame.", range=(1, 10000)),
+    Param("publish_overlay", True, "Publish `overlay` (boxes drawn) while it has subscribers."),
+)
+
+
+class DetectorNode(EdgeVisionNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("detector", **kwargs)
+        self._model_lock = threading.Lock()
+        self._pending: tuple[Any, str] | None = None  # loaded during a set, swapped in after it
+        self.detector: Any = None
+        self.model_name = ""
+        self.last_error = ""
+        try:
+            self.params = ParameterBinding(self, PARAMS, on_change=self._on_params)
+        except ValueError as exc:
+            raise NodeConfigError(str(exc)) from exc
+        self.add_on_set_parameters_callback(self._load_for_set)
+        self._load_at_start()
+
+        self._frames: LatestSlot[Image] = LatestSlot()
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(
+            Image,
+            "image",
+            self._frames.put,
+            sensor_subscriber_qos(1),
+            callback_group=self._image_group,
+        )
+        self._det_pub = self.create_publisher(Detection2DArray, "detections", 10)
+        self._overlay_pub = self.create_publisher(Image, "overlay", image_publisher_qos())
+        self._labels_pub = self.create_publisher(LabelInfo, "labels", latched_qos())
+        self._publish_labels()
+
+        from edge_vision.srv import LoadModel
+
+        self.create_service(
+            LoadModel, "~/load_model", self._load_model_srv, callback_group=self._service_group
+        )
+
+        self.frames_done = 0
+        self.errors = 0
+        self._infer_ms: deque[float] = deque(maxlen=100)
+        self._done_times: deque[float] = deque(maxlen=64)
+        self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
+        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._thread.start()
+
+    # -- models -------------------------------------------------------------------------------
+    def _load_at_start(self) -> None:
+        # A model that fails at start-up leaves the node up and reporting, so a ~/load_model
+        # call (or a parameter set) can fix it without a restart.
+        from edge_vision.models.errors import ModelLoadError
+
+        model, device = self.params["model"], self.params["device"]
+        try:
+            self._pending = (self._load(model, device), model)
+        except ModelLoadError as exc:
+            self.last_error = f"no model loaded: {exc}"
+            self.get_logger().error(self.last_error)
+            return
+        self._swap_in_pending()
+        self.get_logger().info(f"serving {self.model_name} on {device}")
+
+    def _load_for_set(self, params: list[Parameter]) -> Any:
+        """Load the model a set of ``model``/``device`` asks for before accepting it."""
+        from rcl_interfaces.msg import SetParametersResult
+
+        from edge_vision.models.errors import ModelLoadError
+
+        values = {p.name: p.value for p in params}
+        if not {"model", "device"} & values.keys():
+            return SetParametersResult(successful=True)
+        model = values.get("model", self.params["model"])
+        device = values.get("device", self.params["device"])
+        if device not in DEVICES:
+            return SetParametersResult(successful=True)  # the binding refuses it with a reason
+        try:
+            self._pending = (self._load(model, device), model)
+        except ModelLoadError as exc:
+            self.get_logger().error(f"keeping {self.model_name or 'no model'}: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _load(self, model: str, device: str) -> Any:
+        from edge_vision.models.errors import ModelLoadError
+        from edge_vision.models.zoo import load_detector
+
+        trt_cache = self.params["trt_cache_dir"]
+        try:
+            return load_detector(model, device=device, trt_cache_dir=trt_cache or None)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # anything else a broken model file can raise
+            raise ModelLoadError(f"cannot load {model!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _swap_in_pending(self) -> None:
+        with self._model_lock:
+            if self._pending is not None:
+                self.detector, self.model_name = self._pending
+                self._pending = None
+                self.last_error = ""
+
+    def _publish_labels(self) -> None:
+        if self.detector is None:
+            return
+        header = self._header_now()
+        labels = list(self.detector.spec.labels)
+        self._labels_pub.publish(label_info_msg(labels, header, self.params["score_threshold"]))
+
+    def _header_now(self):
+        from std_msgs.msg import Header
+
+        return Header(stamp=self.get_clock().now().to_msg())
+
+    def _load_model_srv(self, request: Any, response: Any) -> Any:
+        values = [Parameter("model", value=request.model)]
+        if request.device:
+            values.append(Parameter("device", value=request.device))
+        started = time.monotonic()
+        result = self.set_parameters_atomically(values)
+        response.success = result.successful
+        response.message = (
+            f"loaded {request.model} in {time.monotonic() - started:.2f} s"
+            if result.successful
+            else result.reason
+        )
+        response.model = self.model_name
+        return response
+
+    def _on_params(self, changed: Mapping[str, Any]) -> None:
+        if {"model", "device"} & changed.keys():
+            self._swap_in_pending()
+            self._publish_labels()
+            self.get_logger().info(f"serving {self.model_name} on {self.params['device']}")
+        elif "score_threshold" in changed:
+            self._publish_labels()
+
+    # -- inference thread -----------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._frames.closed:
+            msg = self._frames.take(timeout=0.5)
+            if msg is None:
+                continue
+            try:
+                self._process(msg)
+            except Exception as exc:  # one bad frame must not stop the node
+                self.errors += 1
+                if str(exc) != self.last_error:
+                    self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
+                self.last_error = str(exc)
+
+    def _process(self, msg: Image) -> None:
+        image = image_to_numpy(msg, "bgr8") if msg.encoding != "bgr8" else image_to_numpy(msg)
+        with self._model_lock:
+            detector = self.detector
+        if detector is None:
+            return  # no model: the frame is dropped; diagnostics say why
+        params = self.params
+        thresholds = _parse_class_thresholds(params["class_thresholds"])
+        floor = min([params["score_threshold"], *thresholds.values()])
+        detector.spec = dataclasses.replace(
+            detector.spec,
+            score_threshold=floor,
+            iou_threshold=params["nms_iou"],
+            max_detections=params["max_detections"],
+        )
+        started = time.perf_counter()
+        detections = detector.detect(image)
+        self._infer_ms.append((time.perf_counter() - started) * 1000.0)
+        detections = self._filter(detections, thresholds)
+        self._det_pub.publish(detections_to_msg(detections, msg.header))
+        if params["publish_overlay"] and self._overlay_pub.get_subscription_count() > 0:
+            canvas = np.array(image, copy=True)
+            draw_detections(canvas, detections)
+            self._overlay_pub.publish(numpy_to_image(canvas, "bgr8", header=msg.header))
+        self.frames_done += 1
+        self._done_times.append(time.monotonic())
+        self._last_latency_ms = (time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6
+
+    def _filter(self, detections: Detections, thresholds: Mapping[str, float]) -> Detections:
+        if len(detections) == 0:
+            return detections
+        labels = detections.labels or [str(int(c)) for c in detections.class_ids]
+        allowed = {c for c in self.params["classes"] if c.strip()}
+        default = self.params["score_threshold"]
+        keep = np.array(
+            [
+                (not allowed or label in allowed) and score >= thresholds.get(label, default)
+                for label, score in zip(labels, detections.scores, strict=True)
+            ],
+            dtype=bool,
+        )
+        return detections[keep]
+
+    # -- reporting ------------------------------------------------------------------------------
+    def _diagnostics(self) -> diagnostics.Status:
+        times = list(self._done_times)
+        fps = (
+            (len(times) - 1) / (times[-1] - times[0])
+            if len(times) > 1 and time.monotonic() - times[-1] < 2.0
+            else 0.0
+        )
+        infer = np.asarray(self._infer_ms) if self._infer_ms else np.zeros(1)
+        level = (
+            diagnostics.ERROR
+            if self.detector is None
+            else diagnostics.WARN
+            if self.last_error
+            else diagnostics.OK
+        )
+        return diagnostics.Status(
+            level,
+            self.last_error or f"serving {self.model_name}",
+            {
+                "model": self.model_name,
+                "device": self.params["device"],
+                "fps": fps,
+                "inference_ms_mean": float(infer.mean()),
+                "inference_ms_p95": float(np.percentile(infer, 95)),
+                "latency_ms": getattr(self, "_last_latency_ms", 0.0),
+                "frames_in": self._frames.put_count,
+                "frames_done": self.frames_done,
+                "frames_dropped": self._frames.replaced,
+                "errors": self.errors,
+            },
+        )
+
+    def close(self) -> None:
+        self._frames.close()
+        self._thread.join(timeout=5.0)
+
+
+def create_node(args: list[str]) -> DetectorNode:
+    """Single-process launch hook (``edge-vision launch --single-process``)."""
+    return DetectorNode(cli_args=args)
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(DetectorNode, args, threads=4)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
