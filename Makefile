@@ -13,6 +13,7 @@ setup:
 	@scripts/setup_venv.sh
 
 demo: setup
+	$(VENV)/bin/edge-vision models pull nanodet-m
 	$(VENV)/bin/edge-vision launch $(PIPELINE)
 
 lint: setup

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from edge_vision.core.detections import Detections
@@ -37,6 +37,7 @@ from edge_vision.core.latest import LatestSlot
 from edge_vision.ros import diagnostics
 from edge_vision.ros.conversions import detections_to_msg, label_info_msg
 from edge_vision.ros.image_conversion import image_to_numpy, numpy_to_image, stamp_to_ns
+from edge_vision.ros.model_host import ModelHost
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
 from edge_vision.ros.qos import image_publisher_qos, latched_qos, sensor_subscriber_qos
@@ -109,155 +110,77 @@ PARAMS = (
 class DetectorNode(EdgeVisionNode):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("detector", **kwargs)
-        self._model_lock = threading.Lock()
-        self._pending: tuple[Any, str] | None = None  # loaded during a set, swapped in after it
-        self.detector: Any = None
-        self.model_name = ""
-        self.last_error = ""
         try:
             self.params = ParameterBinding(self, PARAMS, on_change=self._on_params)
         except ValueError as exc:
             raise NodeConfigError(str(exc)) from exc
-        self.add_on_set_parameters_callback(self._load_for_set)
-        self._load_at_start()
+        self.models = ModelHost(self, self._load, DEVICES, on_swapped=self._publish_labels)
 
-        self._frames: LatestSlot[Image] = LatestSlot()
+        # (arrival time, frame): the arrival time lets diagnostics split latency into waiting,
+        # inference and the node's own overhead.
+        self._frames: LatestSlot[tuple[float, Image]] = LatestSlot()
         self._image_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(
             Image,
             "image",
-            self._frames.put,
+            lambda msg: self._frames.put((time.perf_counter(), msg)),
             sensor_subscriber_qos(1),
             callback_group=self._image_group,
         )
         self._det_pub = self.create_publisher(Detection2DArray, "detections", 10)
         self._overlay_pub = self.create_publisher(Image, "overlay", image_publisher_qos())
         self._labels_pub = self.create_publisher(LabelInfo, "labels", latched_qos())
-        self._publish_labels()
-
-        from edge_vision.srv import LoadModel
-
-        self.create_service(
-            LoadModel, "~/load_model", self._load_model_srv, callback_group=self._service_group
-        )
+        self.models.load_at_start()
 
         self.frames_done = 0
         self.errors = 0
+        self.last_error = ""
         self._infer_ms: deque[float] = deque(maxlen=100)
+        self._wait_ms: deque[float] = deque(maxlen=100)
+        self._overhead_ms: deque[float] = deque(maxlen=100)
         self._done_times: deque[float] = deque(maxlen=64)
         self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
         self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
         self._thread.start()
 
     # -- models -------------------------------------------------------------------------------
-    def _load_at_start(self) -> None:
-        # A model that fails at start-up leaves the node up and reporting, so a ~/load_model
-        # call (or a parameter set) can fix it without a restart.
-        from edge_vision.models.errors import ModelLoadError
-
-        model, device = self.params["model"], self.params["device"]
-        try:
-            self._pending = (self._load(model, device), model)
-        except ModelLoadError as exc:
-            self.last_error = f"no model loaded: {exc}"
-            self.get_logger().error(self.last_error)
-            return
-        self._swap_in_pending()
-        self.get_logger().info(f"serving {self.model_name} on {device}")
-
-    def _load_for_set(self, params: list[Parameter]) -> Any:
-        """Load the model a set of ``model``/``device`` asks for before accepting it."""
-        from rcl_interfaces.msg import SetParametersResult
-
-        from edge_vision.models.errors import ModelLoadError
-
-        values = {p.name: p.value for p in params}
-        if not {"model", "device"} & values.keys():
-            return SetParametersResult(successful=True)
-        model = values.get("model", self.params["model"])
-        device = values.get("device", self.params["device"])
-        if device not in DEVICES:
-            return SetParametersResult(successful=True)  # the binding refuses it with a reason
-        try:
-            self._pending = (self._load(model, device), model)
-        except ModelLoadError as exc:
-            self.get_logger().error(f"keeping {self.model_name or 'no model'}: {exc}")
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
-
     def _load(self, model: str, device: str) -> Any:
-        from edge_vision.models.errors import ModelLoadError
         from edge_vision.models.zoo import load_detector
 
         trt_cache = self.params["trt_cache_dir"]
-        try:
-            return load_detector(model, device=device, trt_cache_dir=trt_cache or None)
-        except ModelLoadError:
-            raise
-        except Exception as exc:  # anything else a broken model file can raise
-            raise ModelLoadError(f"cannot load {model!r}: {type(exc).__name__}: {exc}") from exc
-
-    def _swap_in_pending(self) -> None:
-        with self._model_lock:
-            if self._pending is not None:
-                self.detector, self.model_name = self._pending
-                self._pending = None
-                self.last_error = ""
+        return load_detector(model, device=device, trt_cache_dir=trt_cache or None)
 
     def _publish_labels(self) -> None:
-        if self.detector is None:
+        detector, _ = self.models.current()
+        if detector is None:
             return
-        header = self._header_now()
-        labels = list(self.detector.spec.labels)
+        header = Header(stamp=self.get_clock().now().to_msg())
+        labels = list(detector.spec.labels)
         self._labels_pub.publish(label_info_msg(labels, header, self.params["score_threshold"]))
 
-    def _header_now(self):
-        from std_msgs.msg import Header
-
-        return Header(stamp=self.get_clock().now().to_msg())
-
-    def _load_model_srv(self, request: Any, response: Any) -> Any:
-        values = [Parameter("model", value=request.model)]
-        if request.device:
-            values.append(Parameter("device", value=request.device))
-        started = time.monotonic()
-        result = self.set_parameters_atomically(values)
-        response.success = result.successful
-        response.message = (
-            f"loaded {request.model} in {time.monotonic() - started:.2f} s"
-            if result.successful
-            else result.reason
-        )
-        response.model = self.model_name
-        return response
-
     def _on_params(self, changed: Mapping[str, Any]) -> None:
-        if {"model", "device"} & changed.keys():
-            self._swap_in_pending()
-            self._publish_labels()
-            self.get_logger().info(f"serving {self.model_name} on {self.params['device']}")
-        elif "score_threshold" in changed:
+        # A model swap republishes LabelInfo itself (on_swapped); a threshold change does here.
+        if not self.models.parameters_changed(changed) and "score_threshold" in changed:
             self._publish_labels()
 
     # -- inference thread -----------------------------------------------------------------------
     def _work(self) -> None:
         while not self._frames.closed:
-            msg = self._frames.take(timeout=0.5)
-            if msg is None:
+            item = self._frames.take(timeout=0.5)
+            if item is None:
                 continue
             try:
-                self._process(msg)
+                self._process(*item)
             except Exception as exc:  # one bad frame must not stop the node
                 self.errors += 1
                 if str(exc) != self.last_error:
                     self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
                 self.last_error = str(exc)
 
-    def _process(self, msg: Image) -> None:
+    def _process(self, arrived: float, msg: Image) -> None:
+        started_work = time.perf_counter()
         image = image_to_numpy(msg, "bgr8") if msg.encoding != "bgr8" else image_to_numpy(msg)
-        with self._model_lock:
-            detector = self.detector
+        detector, _ = self.models.current()
         if detector is None:
             return  # no model: the frame is dropped; diagnostics say why
         params = self.params
@@ -271,13 +194,17 @@ class DetectorNode(EdgeVisionNode):
         )
         started = time.perf_counter()
         detections = detector.detect(image)
-        self._infer_ms.append((time.perf_counter() - started) * 1000.0)
+        infer_s = time.perf_counter() - started
+        self._infer_ms.append(infer_s * 1000.0)
         detections = self._filter(detections, thresholds)
         self._det_pub.publish(detections_to_msg(detections, msg.header))
         if params["publish_overlay"] and self._overlay_pub.get_subscription_count() > 0:
             canvas = np.array(image, copy=True)
             draw_detections(canvas, detections)
             self._overlay_pub.publish(numpy_to_image(canvas, "bgr8", header=msg.header))
+        done = time.perf_counter()
+        self._wait_ms.append((started_work - arrived) * 1000.0)
+        self._overhead_ms.append((done - started_work - infer_s) * 1000.0)
         self.frames_done += 1
         self._done_times.append(time.monotonic())
         self._last_latency_ms = (time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6
@@ -306,22 +233,30 @@ class DetectorNode(EdgeVisionNode):
             else 0.0
         )
         infer = np.asarray(self._infer_ms) if self._infer_ms else np.zeros(1)
+        detector, name = self.models.current()
+        error = self.models.error or self.last_error
         level = (
             diagnostics.ERROR
-            if self.detector is None
+            if detector is None
             else diagnostics.WARN
-            if self.last_error
+            if error
             else diagnostics.OK
         )
         return diagnostics.Status(
             level,
-            self.last_error or f"serving {self.model_name}",
+            error or f"serving {name}",
             {
-                "model": self.model_name,
+                "model": name,
                 "device": self.params["device"],
                 "fps": fps,
                 "inference_ms_mean": float(infer.mean()),
                 "inference_ms_p95": float(np.percentile(infer, 95)),
+                # time a frame waited for the inference thread / conversion, filtering,
+                # message building and publishing around detect()
+                "wait_ms_median": float(np.median(self._wait_ms)) if self._wait_ms else 0.0,
+                "overhead_ms_median": (
+                    float(np.median(self._overhead_ms)) if self._overhead_ms else 0.0
+                ),
                 "latency_ms": getattr(self, "_last_latency_ms", 0.0),
                 "frames_in": self._frames.put_count,
                 "frames_done": self.frames_done,

@@ -1,15 +1,17 @@
 """image_monitor: prints and reports the rate and latency of an image topic.
 
 The no-distro install has no ``ros2 topic hz`` / ``ros2 topic delay``; this node fills that gap
-and is the visible end of ``make demo``. Latency is receive time minus the header stamp (the
+and is the visible end of ``make demo``. With ``save_path`` it also writes the frames it
+receives to an H.264 MP4 (e.g. the detector's overlay), timed by their header stamps. Latency is receive time minus the header stamp (the
 capture time set by video_source), so it includes serialisation and transport.
 
 Topics: subscribes ``image`` (remap it, or set the ``topic`` parameter), publishes
-``/diagnostics``. Parameters: ``topic``, ``period``, ``log``.
+``/diagnostics``. Parameters: ``topic``, ``period``, ``log``, ``save_path``, ``save_max_frames``.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -19,7 +21,8 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from edge_vision.ros import diagnostics
-from edge_vision.ros.image_conversion import stamp_to_ns
+from edge_vision.recording.mp4_writer import Mp4Writer
+from edge_vision.ros.image_conversion import image_to_numpy, stamp_to_ns
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
 from edge_vision.ros.qos import sensor_subscriber_qos
@@ -30,6 +33,14 @@ PARAMS = (
     ),
     Param("period", 1.0, "Seconds between report lines.", range=(0.1, 3600.0)),
     Param("log", True, "Print a report line every period (diagnostics are published anyway)."),
+    Param(
+        "save_path",
+        "",
+        "Write received frames to this MP4 file (H.264, fragmented: playable even after a "
+        "crash); empty = do not save. Read at start-up.",
+        read_only=True,
+    ),
+    Param("save_max_frames", 0, "Stop saving after this many frames (0 = no limit).", range=(0, 10**9)),
 )
 
 
@@ -47,6 +58,10 @@ class ImageMonitorNode(EdgeVisionNode):
         self._last_shape = ""
         self._window_start = time.monotonic()
         self._last_report: dict[str, Any] = {"fps": 0.0}
+        self._writer: Mp4Writer | None = None
+        if self.params["save_path"]:
+            self._writer = Mp4Writer(self.params["save_path"])
+            self.get_logger().info(f"saving frames to {self.params['save_path']}")
         self._sub = self._subscribe()
         self._timer = self.create_timer(self.params["period"], self._report)
         self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
@@ -59,7 +74,11 @@ class ImageMonitorNode(EdgeVisionNode):
     def _on_params(self, changed: Mapping[str, Any]) -> None:
         if "topic" in changed:
             self.destroy_subscription(self._sub)
-            self._sub = self._subscribe()
+            self._writer: Mp4Writer | None = None
+        if self.params["save_path"]:
+            self._writer = Mp4Writer(self.params["save_path"])
+            self.get_logger().info(f"saving frames to {self.params['save_path']}")
+        self._sub = self._subscribe()
         if "period" in changed:
             self._timer.timer_period_ns = int(changed["period"] * 1e9)
             self._timer.reset()
@@ -71,6 +90,9 @@ class ImageMonitorNode(EdgeVisionNode):
             self._count += 1
             self._total += 1
             self._last_shape = f"{msg.width}x{msg.height} {msg.encoding}"
+        limit = self.params["save_max_frames"]
+        if self._writer is not None and (not limit or self._writer.frames < limit):
+            self._writer.write(image_to_numpy(msg, "bgr8"), stamp_to_ns(msg.header.stamp))
 
     def _report(self) -> None:
         now = time.monotonic()
@@ -105,6 +127,13 @@ class ImageMonitorNode(EdgeVisionNode):
         report = dict(self._last_report)
         level = diagnostics.OK if report["fps"] > 0 else diagnostics.WARN
         return diagnostics.Status(level, "receiving" if report["fps"] else "no frames", report)
+
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            # rclpy is shut down by now (rosout is gone): plain stderr.
+            print(f"saved {self._writer.frames} frames to {self._writer.path}", file=sys.stderr)
 
 
 def create_node(args: list[str]) -> ImageMonitorNode:

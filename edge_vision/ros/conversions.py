@@ -10,11 +10,18 @@ Conventions (kept consistent with the LabelInfo a node publishes):
 - ``Detection2D.id`` carries the track id when a tracker assigned one, else it is empty.
 - Boxes are axis-aligned: ``BoundingBox2D.center`` plus ``size_x``/``size_y`` in pixels,
   ``theta`` 0.
+- Secondary classification (:func:`classified_detections_msg`): a Detection2D keeps the input
+  detection's header, bbox and id; its ``results`` are the classifier's hypotheses, in the
+  classifier's label space.
+- Poses (edge_vision/msg/PoseKeypointsArray): one ``PoseKeypoints`` per instance, carrying its
+  keypoint names so that a subscriber needs no layout table; the skeleton is not sent (it
+  follows from the names for the body and hand layouts).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from std_msgs.msg import Header
@@ -25,10 +32,16 @@ from vision_msgs.msg import (
     LabelInfo,
     ObjectHypothesis,
     ObjectHypothesisWithPose,
+    Point2D,
     VisionClass,
 )
 
+from edge_vision.core.classifications import Classifications
 from edge_vision.core.detections import Detections
+from edge_vision.core.poses import PoseKind, Poses
+
+if TYPE_CHECKING:
+    from edge_vision.msg import PoseKeypointsArray
 
 
 def detections_to_msg(detections: Detections, header: Header) -> Detection2DArray:
@@ -120,3 +133,97 @@ def classification_msg(
             for c, s in zip(class_ids, scores, strict=True)
         ],
     )
+
+
+def poses_to_msg(
+    poses: Poses,
+    header: Header,
+    min_score: float = 0.0,
+    image_size: tuple[int, int] | None = None,
+) -> PoseKeypointsArray:
+    """PoseKeypointsArray with ``header`` (copy the source image's header to keep its stamp).
+
+    Every keypoint is sent with its score; ``min_score`` and ``image_size`` (width, height) only
+    shape each instance's ``bbox`` (see :meth:`Poses.boxes`).
+    """
+    # Imported on use, like edge_vision.srv in model_host: plain conversions need no build.
+    from edge_vision.msg import PoseKeypoints, PoseKeypointsArray
+
+    names = list(poses.keypoint_names)
+    boxes = poses.boxes(min_score, image_size).astype(np.float64)
+    keypoints = poses.keypoints.astype(np.float64).tolist()
+    instances = []
+    for i in range(len(poses)):
+        inst = PoseKeypoints(
+            kind=poses.kind,
+            label=poses.labels[i],
+            score=float(poses.instance_scores[i]),
+            names=names,
+            points=[Point2D(x=x, y=y) for x, y in keypoints[i]],
+            scores=poses.scores[i].tolist(),
+        )
+        x1, y1, x2, y2 = boxes[i].tolist()
+        inst.bbox.center.position.x = (x1 + x2) / 2.0
+        inst.bbox.center.position.y = (y1 + y2) / 2.0
+        inst.bbox.size_x = x2 - x1
+        inst.bbox.size_y = y2 - y1
+        instances.append(inst)
+    return PoseKeypointsArray(header=header, instances=instances)
+
+
+def msg_to_poses(msg: PoseKeypointsArray, kind: PoseKind = "body") -> Poses:
+    """Poses from a PoseKeypointsArray; ``kind`` is only used when the message is empty.
+
+    All instances must share one kind and keypoint layout (what one estimator publishes);
+    ValueError otherwise.
+    """
+    if not msg.instances:
+        return Poses.empty(kind)
+    first = msg.instances[0]
+    names = tuple(first.names)
+    for inst in msg.instances:
+        if inst.kind != first.kind or tuple(inst.names) != names:
+            raise ValueError(
+                f"mixed pose layouts in one message: {first.kind!r} and {inst.kind!r} instances"
+            )
+        if len(inst.points) != len(names) or len(inst.scores) != len(names):
+            raise ValueError(
+                f"{inst.label!r}: {len(inst.points)} points and {len(inst.scores)} scores "
+                f"for {len(names)} keypoint names"
+            )
+    keypoints = [[(p.x, p.y) for p in inst.points] for inst in msg.instances]
+    return Poses(
+        np.asarray(keypoints, np.float32).reshape(len(msg.instances), len(names), 2),
+        np.asarray([list(inst.scores) for inst in msg.instances], np.float32),
+        np.asarray([inst.score for inst in msg.instances], np.float32),
+        first.kind,
+        [inst.label for inst in msg.instances],
+        names,
+    )
+
+
+def classified_detections_msg(
+    source: Detection2DArray, indices: Sequence[int], classifications: Classifications
+) -> Detection2DArray:
+    """Secondary classification of ``source.detections[indices[i]]`` by row ``i``.
+
+    The result has ``source``'s header and, per classified detection, its header, bbox and id;
+    ``results`` are the classifier's kept top-K hypotheses (class ids in the classifier's label
+    space, named by the classifier's LabelInfo), best first, with identity poses. The detector's
+    own hypotheses are not repeated: they live in another label space.
+    """
+    if len(indices) != len(classifications):
+        raise ValueError(f"{len(indices)} detections for {len(classifications)} classifications")
+    out = Detection2DArray(header=source.header)
+    items = []
+    for row, index in enumerate(indices):
+        det = source.detections[index]
+        results = []
+        for class_id, score, _ in classifications.row(row):
+            hyp = ObjectHypothesisWithPose()
+            hyp.hypothesis.class_id = str(class_id)
+            hyp.hypothesis.score = score
+            results.append(hyp)
+        items.append(Detection2D(header=det.header, results=results, bbox=det.bbox, id=det.id))
+    out.detections = items
+    return out

@@ -19,7 +19,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
-from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -109,8 +109,7 @@ class ParameterBinding:
         self._on_change = on_change
         self.values: dict[str, Any] = {}
         for full_name, spec in self.specs.items():
-            param = node.declare_parameter(full_name, _as_parameter_value(spec), spec.descriptor())
-            value = spec.default if param.value is None else param.value
+            value = self._declare(full_name, spec)
             error = spec.check(value)
             if error:
                 raise ValueError(f"invalid parameter {error}")
@@ -123,6 +122,13 @@ class ParameterBinding:
             param = self._node.declare_parameter(
                 full_name, _as_parameter_value(spec), spec.descriptor()
             )
+        except InvalidParameterValueException as exc:  # outside the declared range
+            given = self._node._parameter_overrides.get(full_name)  # rclpy has no public API
+            shown = given.value if given is not None else "?"
+            lo, hi = spec.range or ("?", "?")
+            raise ValueError(
+                f"invalid parameter {full_name}: {shown!r} is outside [{lo}, {hi}]"
+            ) from exc
         except InvalidParameterTypeException as exc:
             # YAML reads `fps: 10` as an int; a double parameter takes it as 10.0 instead of
             # refusing to start. Any other mismatch is a configuration error.

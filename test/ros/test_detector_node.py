@@ -89,11 +89,16 @@ def test_load_model_swaps_while_frames_flow_and_a_corrupt_file_keeps_the_old(
 
     corrupt = tmp_path / "corrupt.onnx"
     corrupt.write_bytes(np.random.default_rng(0).bytes(4096))
+    # A valid sidecar manifest, so that it is the ONNX file itself that fails to load.
+    corrupt.with_suffix(".yaml").write_text(
+        "task: detection\ninput: {size: [416, 416]}\ndecoder: {type: gfl}\nlabels: [a, b]\n"
+    )
     reply = ros.call(
         LoadModel, "/d2/detector/load_model", LoadModel.Request(model=str(corrupt)), timeout=60
     )
     assert not reply.success
-    assert "corrupt.onnx" in reply.message and reply.model == "centernet-mbv3"
+    assert "corrupt.onnx" in reply.message and "not an ONNX model" in reply.message
+    assert reply.model == "centernet-mbv3"
     reply = ros.call(
         LoadModel,
         "/d2/detector/load_model",

@@ -135,3 +135,18 @@ def test_end_of_file_without_loop_can_stop_the_node(ros, start_node, tmp_path):
     )
     assert node.wait(timeout=20) == 0, node.output()
     assert "end of" in node.output()
+
+
+def test_start_up_parameters_int_for_double_is_accepted_and_out_of_range_is_a_clear_error(
+    ros, start_node
+):
+    # YAML `fps: 15` is an int; the double parameter takes it as 15.0 rather than refusing.
+    node = start_node("video_source", parameters={"uri": "test://pattern", "fps": 15})
+    ros.collect(Image, "/image_raw", 1)
+    assert ros.get_parameters(node.fqn, ["fps"]) == {"fps": 15.0}
+    node.stop()
+
+    bad = start_node("video_source", name="bad_source", parameters={"width": -5})
+    assert bad.wait(timeout=20) == 2
+    out = bad.output()
+    assert "width" in out and "-5" in out and "Traceback" not in out

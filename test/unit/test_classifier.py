@@ -110,14 +110,13 @@ def coffee() -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def torch_model():
-    pytest.importorskip("torch")
     return build_model()
 
 
 @pytest.fixture(scope="session")
 def onnx_path() -> Path:
     """The exported model, cached across sessions (per torch version and export version)."""
-    torch = pytest.importorskip("torch")
+    import torch
     path = cache_dir() / f"efficientnet-lite0-v{EXPORT_VERSION}-torch{torch.__version__}.onnx"
     return path if path.exists() else export_onnx(path)
 

@@ -82,13 +82,14 @@ def test_valid_file(tmp_path: Path) -> None:
 
 def test_shipped_demo_pipeline_is_valid() -> None:
     pipeline = load_pipeline(REPO / "config" / "demo.yaml")
-    source, monitor = pipeline.nodes
+    source, detector, monitor = pipeline.nodes
     assert source.executable == "video_source" and source.namespace == "/cam0"
     assert source.parameters["uri"] == "/usr/share/doc/opencv-doc/examples/data/vtest.avi"
     assert source.parameters["loop"] is True
-    # The monitor watches the source's output in the same namespace.
+    # The detector reads the source's frames; the monitor watches the detector's overlay.
+    assert detector.executable == "detector" and detector.remappings == {"image": "image_raw"}
     assert monitor.executable == "image_monitor" and monitor.namespace == "/cam0"
-    assert monitor.parameters["topic"] == "image_raw"
+    assert monitor.parameters["topic"] == "overlay"
 
 
 def test_every_table_module_exists() -> None:

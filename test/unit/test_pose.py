@@ -46,11 +46,19 @@ MESSI_LEFT_HAND = (300, 135, 385, 190)  # his left hand, fingers spread, at ches
 CUP_HAND = (340, 160, 600, 310)
 
 HAS_MEDIAPIPE = importlib.util.find_spec("mediapipe") is not None
-needs_mediapipe = pytest.mark.skipif(
-    not HAS_MEDIAPIPE,
-    reason="mediapipe not installed: pip install --no-deps mediapipe==0.10.14 "
-    "(see requirements/models.txt)",
-)
+
+
+@pytest.fixture
+def mediapipe_installed() -> None:
+    # It can run here, so its absence is a failed setup, not a reason to skip.
+    if not HAS_MEDIAPIPE:
+        pytest.fail(
+            "mediapipe is not installed: `make setup` installs it with --no-deps "
+            "(the #no-deps line in requirements/models.txt)"
+        )
+
+
+needs_mediapipe = pytest.mark.usefixtures("mediapipe_installed")
 
 
 def inside(points: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:

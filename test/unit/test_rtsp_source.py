@@ -29,7 +29,7 @@ WIDTH, HEIGHT, FPS = 320, 240, 15
 def _need_gstreamer_rtsp() -> None:
     reason = rtsp_server_unavailable_reason()
     if reason is not None:
-        pytest.skip(f"GStreamer RTSP server not usable here: {reason}")
+        pytest.fail(f"GStreamer RTSP server not usable here ({reason}): run `make setup`")
 
 
 @pytest.fixture()

@@ -318,7 +318,6 @@ def test_load_detector_by_zoo_name(
 
 
 def test_pull_efficientnet_records_manifest_and_classifies() -> None:
-    pytest.importorskip("edge_vision.models.efficientnet_lite")
     path = zoo.pull("efficientnet-lite0")
     doc = yaml.safe_load((zoo.entry_dir("efficientnet-lite0") / "pull.yaml").read_text())
     model = doc["files"]["model"]
@@ -333,7 +332,6 @@ def test_pull_efficientnet_records_manifest_and_classifies() -> None:
 
 @pytest.mark.parametrize("name", ["mediapipe-pose", "mediapipe-hands"])
 def test_pull_mediapipe_verifies_wheel_files(name: str) -> None:
-    pytest.importorskip("edge_vision.models.pose")
     landmarks = zoo.pull(name)
     files = zoo.pulled_files(name)
     assert files["landmarks"] == landmarks
@@ -353,7 +351,6 @@ def test_pull_mediapipe_verifies_wheel_files(name: str) -> None:
 def test_pull_mediapipe_refuses_a_modified_wheel_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("edge_vision.models.pose")
     from importlib import metadata
 
     # A copy of the installed wheel's dist-info and model files, first on sys.path.
@@ -404,7 +401,6 @@ def test_import_real_nanodet_then_load_by_name(
 
 
 def test_import_real_efficientnet_classifier(tmp_path: Path, cache: Path) -> None:
-    pytest.importorskip("edge_vision.models.efficientnet_lite")
     onnx_path = zoo.pull("efficientnet-lite0")
     labels = OPENCV_DATA / "dnn" / "classification_classes_ILSVRC2012.txt"
     zoo.import_model(

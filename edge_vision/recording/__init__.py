@@ -1,0 +1,1 @@
+"""Recording video to files (pure Python, no ROS)."""
