@@ -236,11 +236,7 @@ class DetectorNode(EdgeVisionNode):
         detector, name = self.models.current()
         error = self.models.error or self.last_error
         level = (
-            diagnostics.ERROR
-            if detector is None
-            else diagnostics.WARN
-            if error
-            else diagnostics.OK
+            diagnostics.ERROR if detector is None else diagnostics.WARN if error else diagnostics.OK
         )
         return diagnostics.Status(
             level,

@@ -1,9 +1,10 @@
 """image_monitor: prints and reports the rate and latency of an image topic.
 
 The no-distro install has no ``ros2 topic hz`` / ``ros2 topic delay``; this node fills that gap
-and is the visible end of ``make demo``. With ``save_path`` it also writes the frames it
-receives to an H.264 MP4 (e.g. the detector's overlay), timed by their header stamps. Latency is receive time minus the header stamp (the
-capture time set by video_source), so it includes serialisation and transport.
+and is the visible end of ``make demo``. Latency is receive time minus the header stamp (the
+capture time set by video_source), so it includes serialisation and transport. With
+``save_path`` it also writes the frames it receives to an H.264 MP4 (e.g. the detector's
+overlay), timed by their header stamps.
 
 Topics: subscribes ``image`` (remap it, or set the ``topic`` parameter), publishes
 ``/diagnostics``. Parameters: ``topic``, ``period``, ``log``, ``save_path``, ``save_max_frames``.
@@ -20,8 +21,8 @@ from typing import Any
 import numpy as np
 from sensor_msgs.msg import Image
 
-from edge_vision.ros import diagnostics
 from edge_vision.recording.mp4_writer import Mp4Writer
+from edge_vision.ros import diagnostics
 from edge_vision.ros.image_conversion import image_to_numpy, stamp_to_ns
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
@@ -40,7 +41,9 @@ PARAMS = (
         "crash); empty = do not save. Read at start-up.",
         read_only=True,
     ),
-    Param("save_max_frames", 0, "Stop saving after this many frames (0 = no limit).", range=(0, 10**9)),
+    Param(
+        "save_max_frames", 0, "Stop saving after this many frames (0 = no limit).", range=(0, 10**9)
+    ),
 )
 
 
@@ -127,7 +130,6 @@ class ImageMonitorNode(EdgeVisionNode):
         report = dict(self._last_report)
         level = diagnostics.OK if report["fps"] > 0 else diagnostics.WARN
         return diagnostics.Status(level, "receiving" if report["fps"] else "no frames", report)
-
 
     def close(self) -> None:
         if self._writer is not None:

@@ -117,6 +117,7 @@ def torch_model():
 def onnx_path() -> Path:
     """The exported model, cached across sessions (per torch version and export version)."""
     import torch
+
     path = cache_dir() / f"efficientnet-lite0-v{EXPORT_VERSION}-torch{torch.__version__}.onnx"
     return path if path.exists() else export_onnx(path)
 
