@@ -129,6 +129,9 @@ def main() -> int:
     parser.add_argument("--model", default="nanodet-m")
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--overfeed", type=float, default=1.25, help="feed rate / raw fps in the throughput phase"
+    )
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
@@ -156,9 +159,12 @@ def main() -> int:
         collector.wait_for(5, timeout=120)
         feeder.stop()
 
-        feeder.start(rate=raw["fps"] * 2.0)  # more than the node can take: it keeps the newest
+        diags = ros.subscribe(DiagnosticArray, "/diagnostics", qos=QoSProfile(depth=50))
+        feeder.start(rate=raw["fps"] * args.overfeed)  # more than it can take: it keeps the newest
         node_fps, _ = measure(collector, args.seconds)
         feeder.stop()
+        results["node_inside_busy_ms"] = node_breakdown(diags.messages, node.fqn)
+        diags.destroy()
         results["node_fps"] = node_fps
         results["throughput_ratio"] = node_fps / raw["fps"]
 

@@ -66,6 +66,7 @@ MODES: tuple[tuple[str, str], ...] = (
     ("rate", "best_effort"),
     ("max", "reliable"),
 )
+_SHOWN_ENV_PREFIXES = ("MALLOC_", "GLIBC_TUNABLES", "LD_PRELOAD", "PYTHONMALLOC")
 # Variables that would change which Fast DDS configuration a child process gets.
 _DDS_VARIABLES = (
     "FASTDDS_DEFAULT_PROFILES_FILE",
@@ -97,6 +98,13 @@ def _cpu_seconds() -> float:
     return times.user + times.system
 
 
+def _minor_faults() -> int:
+    """Minor page faults of this process so far: fresh pages for large buffers show up here."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 class _Receiver:
     """Subscription callback: latency of measured frames (frame_id ``m<seq>``)."""
 
@@ -110,6 +118,7 @@ class _Receiver:
         self.warmup = 0
         self.first_ns = 0
         self.last_ns = 0
+        self.first_faults = self.last_faults = 0
 
     def __call__(self, msg: Any) -> None:
         now = time.time_ns()
@@ -121,6 +130,8 @@ class _Receiver:
         self.seqs.add(int(frame_id[1:]))
         self.first_ns = self.first_ns or now
         self.last_ns = now
+        self.last_faults = _minor_faults()
+        self.first_faults = self.first_faults or self.last_faults
         self._image_to_numpy(msg)  # what a node does next (a view, no copy)
 
     def result(self) -> dict[str, Any]:
@@ -133,6 +144,10 @@ class _Receiver:
             "missing_seqs": [i for i in range(max(self.seqs, default=-1)) if i not in self.seqs][
                 :20
             ],
+            # Minor page faults of the receiving process per measured frame (the whole process
+            # when publisher and subscriber share it).
+            "faults_per_frame": (self.last_faults - self.first_faults)
+            / max(1, len(self.latencies_ns) - 1),
             "receive_span_s": (self.last_ns - self.first_ns) / 1e9,
         }
         if lat.size:
@@ -191,7 +206,7 @@ def _publish(node: Any, args: argparse.Namespace) -> dict[str, Any]:
         send("w")
     published = failures = 0
 
-    cpu0 = _cpu_seconds()
+    cpu0, faults0 = _cpu_seconds(), _minor_faults()
     start = time.perf_counter()
     if args.mode == "rate":
         tick = start
@@ -216,6 +231,7 @@ def _publish(node: Any, args: argparse.Namespace) -> dict[str, Any]:
         "failures": failures,
         "duration_s": duration,
         "pub_cpu_s": cpu,
+        "pub_minflt": _minor_faults() - faults0,
     }
 
 
@@ -258,9 +274,10 @@ def _run_child(args: argparse.Namespace) -> int:
                 )  # never outlive an orphaned run
                 timer.daemon = True
                 timer.start()
-                cpu0 = _cpu_seconds()
+                cpu0, faults0 = _cpu_seconds(), _minor_faults()
                 _spin_until(executor, stop)
                 result["sub_cpu_s"] = _cpu_seconds() - cpu0
+                result["sub_minflt"] = _minor_faults() - faults0
             else:  # both: publisher in the main thread, subscriber's executor in another
                 spinner = threading.Thread(target=_spin_until, args=(executor, stop), daemon=True)
                 spinner.start()
@@ -432,8 +449,10 @@ def _versions() -> str:
 
 def _header(args: argparse.Namespace) -> list[str]:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    # Allocator settings change the figures (they decide whether frame buffers are reused).
+    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(_SHOWN_ENV_PREFIXES)]
     return [
-        f"command: `{shlex.join(['python', *sys.argv])}`",
+        f"command: `{shlex.join([*env, *getattr(sys, 'orig_argv', ['python', *sys.argv])])}`",
         f"machine: {os.cpu_count()} cores, {_cpu_model()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}; {_versions()}",
         f"load average at start: {load}",
@@ -449,8 +468,9 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _latency_table(results: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "| transport | size | subscriber | median ms | p95 ms | max ms | delivered |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| transport | size | subscriber | median ms | p95 ms | max ms | delivered "
+        "| page faults/frame |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if r["mode"] != "rate":
@@ -459,7 +479,7 @@ def _latency_table(results: list[dict[str, Any]]) -> list[str]:
             f"| {TRANSPORT_LABELS[r['transport']]} | {r['size']} | "
             f"{r['sub_qos'].replace('_', ' ')} | {_fmt(r.get('median_ms'))} | "
             f"{_fmt(r.get('p95_ms'))} | {_fmt(r.get('max_ms'))} | "
-            f"{100 * r['delivered']:.1f} % |"
+            f"{100 * r['delivered']:.1f} % | {r.get('faults_per_frame', 0):.0f} |"
         )
     return lines
 
