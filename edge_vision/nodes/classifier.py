@@ -39,9 +39,6 @@ and skipped.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,10 +48,8 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
-from edge_vision.core.latest import LatestSlot
 from edge_vision.core.smoothing import TemporalSmoother
 from edge_vision.core.sync import StampMatcher
-from edge_vision.ros import diagnostics
 from edge_vision.ros.conversions import (
     classification_msg,
     classified_detections_msg,
@@ -63,6 +58,7 @@ from edge_vision.ros.conversions import (
     msg_to_detections,
 )
 from edge_vision.ros.image_conversion import image_to_numpy, stamp_to_ns
+from edge_vision.ros.inference_loop import InferenceLoop
 from edge_vision.ros.model_host import ModelHost
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
@@ -72,7 +68,6 @@ from edge_vision.ros.qos import latched_qos, sensor_subscriber_qos
 # probabilities that top-K, smoothing and batched crops need.
 DEVICES = ("cpu", "cuda", "tensorrt")
 MODES = ("frame", "detections")
-_MAX_LOGGED_ERRORS = 100
 
 PARAMS = (
     Param(
@@ -137,16 +132,15 @@ class ClassifierNode(EdgeVisionNode):
         self.models = ModelHost(self, self._load, DEVICES, on_swapped=self._publish_labels)
 
         self._labels_pub = self.create_publisher(LabelInfo, "labels", latched_qos())
+        # Inputs in a group of their own: they keep arriving while a model loads.
         self._inputs = MutuallyExclusiveCallbackGroup()
-        self._frames: LatestSlot[Image] = LatestSlot()
-        self._pairs: LatestSlot[tuple[Image, Detection2DArray]] = LatestSlot()
         self._matcher: StampMatcher | None = None
         self._detection_labels: list[str] | None = None
         if self.mode == "frame":
             self.create_subscription(
                 Image,
                 "image",
-                self._frames.put,
+                self._put,
                 sensor_subscriber_qos(1),
                 callback_group=self._inputs,
             )
@@ -172,21 +166,16 @@ class ClassifierNode(EdgeVisionNode):
                 LabelInfo, "detection_labels", self._on_detection_labels, latched_qos()
             )
             self._classified_pub = self.create_publisher(Detection2DArray, "classified", 10)
-        self.models.load_at_start()
-
         self._smoother: TemporalSmoother | None = None
         self._smoothed_model: Any = None
-        self.frames_done = 0
         self.objects_done = 0
-        self.errors = 0
-        self.last_error = ""
-        self._logged_errors: set[str] = set()
-        self._infer_ms: deque[float] = deque(maxlen=100)
-        self._done_times: deque[float] = deque(maxlen=64)
-        self._last_latency_ms = 0.0
-        self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
-        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._thread.start()
+        self.models.load_at_start()
+        self.inference: InferenceLoop[Any] = InferenceLoop(
+            self, self.models, self._process, extra_values=self._extra_values
+        )
+
+    def _put(self, item: Any) -> None:
+        self.inference.put(item)
 
     # -- models -------------------------------------------------------------------------------
     def _load(self, model: str, device: str) -> Any:
@@ -223,34 +212,16 @@ class ClassifierNode(EdgeVisionNode):
         assert self._matcher is not None
         pair = self._matcher.add(index, stamp_to_ns(msg.header.stamp), msg)
         if pair is not None:
-            self._pairs.put(pair)
+            self.inference.put(pair)
 
     def _on_detection_labels(self, msg: LabelInfo) -> None:
         self._detection_labels = labels_from_label_info(msg)
 
     # -- inference thread -----------------------------------------------------------------------
-    def _work(self) -> None:
-        slot: LatestSlot[Any] = self._frames if self.mode == "frame" else self._pairs
-        while not slot.closed:
-            item = slot.take(timeout=0.5)
-            if item is None:
-                continue
-            try:
-                if self.mode == "frame":
-                    self._classify_frame(item)
-                else:
-                    self._classify_detections(*item)
-            except Exception as exc:  # one bad frame must not stop the node
-                self._frame_failed(exc)
-
-    def _frame_failed(self, exc: Exception) -> None:
-        self.errors += 1
-        self.last_error = f"frame failed: {type(exc).__name__}: {exc}"
-        # Once per distinct error: a camera in a bad encoding would otherwise flood the log.
-        if self.last_error not in self._logged_errors:
-            if len(self._logged_errors) < _MAX_LOGGED_ERRORS:
-                self._logged_errors.add(self.last_error)
-            self.get_logger().error(self.last_error)
+    def _process(self, item: Any) -> int | None:
+        if self.mode == "frame":
+            return self._classify_frame(item)
+        return self._classify_detections(*item)
 
     def _current(self) -> Any:
         """The serving classifier with this frame's top-K and threshold, or None."""
@@ -261,20 +232,17 @@ class ClassifierNode(EdgeVisionNode):
             classifier.threshold = self.params["threshold"]
         return classifier
 
-    def _classify_frame(self, msg: Image) -> None:
+    def _classify_frame(self, msg: Image) -> int | None:
         classifier = self._current()
         if classifier is None:
-            return  # no model: the frame is dropped; diagnostics say why
-        image = _to_bgr(msg)
-        started = time.perf_counter()
-        probs = self._smooth(classifier, classifier.predict([image]))
-        result = classifier.select(probs)
-        self._infer_ms.append((time.perf_counter() - started) * 1000.0)
-        kept = result.row(0)
+            return None  # no model: the frame is dropped; diagnostics say why
+        image = image_to_numpy(msg, "bgr8")
+        probs = self._smooth(classifier, self.inference.infer(classifier.predict, [image]))
+        kept = classifier.select(probs).row(0)
         self._class_pub.publish(
             classification_msg([c for c, _, _ in kept], [s for _, s, _ in kept], msg.header)
         )
-        self._frame_done(msg)
+        return stamp_to_ns(msg.header.stamp)
 
     def _smooth(self, classifier: Any, probs: np.ndarray) -> np.ndarray:
         alpha = self.params["smoothing"]
@@ -288,10 +256,10 @@ class ClassifierNode(EdgeVisionNode):
         self._smoother.alpha = alpha
         return self._smoother.update(probs)[None]
 
-    def _classify_detections(self, image_msg: Image, dets_msg: Detection2DArray) -> None:
+    def _classify_detections(self, image_msg: Image, dets_msg: Detection2DArray) -> int | None:
         classifier = self._current()
         if classifier is None:
-            return
+            return None
         detections = msg_to_detections(dets_msg, self._detection_labels)
         allowed = {c.strip() for c in self.params["classes"] if c.strip()}
         indices = [
@@ -302,75 +270,32 @@ class ClassifierNode(EdgeVisionNode):
             if not allowed or name in allowed or str(int(class_id)) in allowed
         ]
         if indices:
-            image = _to_bgr(image_msg)
-            started = time.perf_counter()
-            result = classifier.classify_boxes(
-                image, detections.xyxy[indices], expand=self.params["crop_expand"]
+            result = self.inference.infer(
+                classifier.classify_boxes,
+                image_to_numpy(image_msg, "bgr8"),
+                detections.xyxy[indices],
+                expand=self.params["crop_expand"],
             )
-            self._infer_ms.append((time.perf_counter() - started) * 1000.0)
         else:
             result = classifier.classify_batch([])  # nothing to classify: publish the empty set
         self._classified_pub.publish(classified_detections_msg(dets_msg, indices, result))
         self.objects_done += len(indices)
-        self._frame_done(image_msg)
-
-    def _frame_done(self, msg: Image) -> None:
-        self.frames_done += 1
-        self._done_times.append(time.monotonic())
-        self._last_latency_ms = (time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6
+        return stamp_to_ns(image_msg.header.stamp)
 
     # -- reporting ------------------------------------------------------------------------------
-    def _diagnostics(self) -> diagnostics.Status:
-        times = list(self._done_times)
-        fps = (
-            (len(times) - 1) / (times[-1] - times[0])
-            if len(times) > 1 and time.monotonic() - times[-1] < 2.0
-            else 0.0
-        )
-        infer = np.asarray(self._infer_ms) if self._infer_ms else np.zeros(1)
-        classifier, name = self.models.current()
-        error = self.models.error or self.last_error
-        level = (
-            diagnostics.ERROR
-            if classifier is None
-            else diagnostics.WARN
-            if error
-            else diagnostics.OK
-        )
-        values: dict[str, object] = {
-            "mode": self.mode,
-            "model": name,
-            "device": self.params["device"],
-            "fps": fps,
-            "inference_ms_mean": float(infer.mean()),
-            "inference_ms_p95": float(np.percentile(infer, 95)),
-            "latency_ms": self._last_latency_ms,
-            "frames_done": self.frames_done,
-            "errors": self.errors,
-        }
-        if self._matcher is None:
-            values["frames_in"] = self._frames.put_count
-            values["frames_dropped"] = self._frames.replaced
-        else:
+    def _extra_values(self) -> dict[str, object]:
+        values: dict[str, object] = {"mode": self.mode}
+        if self._matcher is not None:  # frames_in/dropped then count matched pairs
             values["images_in"] = self._matcher.received[0]
             values["detections_in"] = self._matcher.received[1]
             values["pairs_matched"] = self._matcher.matched
-            values["pairs_dropped"] = self._pairs.replaced
             values["images_unmatched"] = self._matcher.dropped[0]
             values["detections_unmatched"] = self._matcher.dropped[1]
             values["objects_classified"] = self.objects_done
-        return diagnostics.Status(level, error or f"serving {name}", values)
+        return values
 
     def close(self) -> None:
-        self._frames.close()
-        self._pairs.close()
-        self._thread.join(timeout=5.0)
-
-
-def _to_bgr(msg: Image) -> np.ndarray:
-    # bgr8 is a view over the message; anything else converts (or raises for an encoding that
-    # has no colour meaning, e.g. 32FC1 depth).
-    return image_to_numpy(msg) if msg.encoding == "bgr8" else image_to_numpy(msg, "bgr8")
+        self.inference.close()
 
 
 def create_node(args: list[str]) -> ClassifierNode:

@@ -19,9 +19,6 @@ refused with the reason and nothing changes.
 from __future__ import annotations
 
 import dataclasses
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,10 +30,9 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from edge_vision.core.detections import Detections
 from edge_vision.core.drawing import draw_detections
-from edge_vision.core.latest import LatestSlot
-from edge_vision.ros import diagnostics
 from edge_vision.ros.conversions import detections_to_msg, label_info_msg
 from edge_vision.ros.image_conversion import image_to_numpy, numpy_to_image, stamp_to_ns
+from edge_vision.ros.inference_loop import InferenceLoop
 from edge_vision.ros.model_host import ModelHost
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
@@ -116,32 +112,19 @@ class DetectorNode(EdgeVisionNode):
             raise NodeConfigError(str(exc)) from exc
         self.models = ModelHost(self, self._load, DEVICES, on_swapped=self._publish_labels)
 
-        # (arrival time, frame): the arrival time lets diagnostics split latency into waiting,
-        # inference and the node's own overhead.
-        self._frames: LatestSlot[tuple[float, Image]] = LatestSlot()
-        self._image_group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(
-            Image,
-            "image",
-            lambda msg: self._frames.put((time.perf_counter(), msg)),
-            sensor_subscriber_qos(1),
-            callback_group=self._image_group,
-        )
         self._det_pub = self.create_publisher(Detection2DArray, "detections", 10)
         self._overlay_pub = self.create_publisher(Image, "overlay", image_publisher_qos())
         self._labels_pub = self.create_publisher(LabelInfo, "labels", latched_qos())
         self.models.load_at_start()
-
-        self.frames_done = 0
-        self.errors = 0
-        self.last_error = ""
-        self._infer_ms: deque[float] = deque(maxlen=100)
-        self._wait_ms: deque[float] = deque(maxlen=100)
-        self._overhead_ms: deque[float] = deque(maxlen=100)
-        self._done_times: deque[float] = deque(maxlen=64)
-        self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
-        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._thread.start()
+        self.inference: InferenceLoop[Image] = InferenceLoop(self, self.models, self._process)
+        # Its own callback group: frames keep arriving while a model loads in the default group.
+        self.create_subscription(
+            Image,
+            "image",
+            self.inference.put,
+            sensor_subscriber_qos(1),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
     # -- models -------------------------------------------------------------------------------
     def _load(self, model: str, device: str) -> Any:
@@ -164,25 +147,11 @@ class DetectorNode(EdgeVisionNode):
             self._publish_labels()
 
     # -- inference thread -----------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._frames.closed:
-            item = self._frames.take(timeout=0.5)
-            if item is None:
-                continue
-            try:
-                self._process(*item)
-            except Exception as exc:  # one bad frame must not stop the node
-                self.errors += 1
-                if str(exc) != self.last_error:
-                    self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
-                self.last_error = str(exc)
-
-    def _process(self, arrived: float, msg: Image) -> None:
-        started_work = time.perf_counter()
-        image = image_to_numpy(msg, "bgr8") if msg.encoding != "bgr8" else image_to_numpy(msg)
+    def _process(self, msg: Image) -> int | None:
+        image = image_to_numpy(msg, "bgr8")
         detector, _ = self.models.current()
         if detector is None:
-            return  # no model: the frame is dropped; diagnostics say why
+            return None  # no model: the frame is dropped; diagnostics say why
         params = self.params
         thresholds = _parse_class_thresholds(params["class_thresholds"])
         floor = min([params["score_threshold"], *thresholds.values()])
@@ -192,22 +161,13 @@ class DetectorNode(EdgeVisionNode):
             iou_threshold=params["nms_iou"],
             max_detections=params["max_detections"],
         )
-        started = time.perf_counter()
-        detections = detector.detect(image)
-        infer_s = time.perf_counter() - started
-        self._infer_ms.append(infer_s * 1000.0)
-        detections = self._filter(detections, thresholds)
+        detections = self._filter(self.inference.infer(detector.detect, image), thresholds)
         self._det_pub.publish(detections_to_msg(detections, msg.header))
         if params["publish_overlay"] and self._overlay_pub.get_subscription_count() > 0:
             canvas = np.array(image, copy=True)
             draw_detections(canvas, detections)
             self._overlay_pub.publish(numpy_to_image(canvas, "bgr8", header=msg.header))
-        done = time.perf_counter()
-        self._wait_ms.append((started_work - arrived) * 1000.0)
-        self._overhead_ms.append((done - started_work - infer_s) * 1000.0)
-        self.frames_done += 1
-        self._done_times.append(time.monotonic())
-        self._last_latency_ms = (time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6
+        return stamp_to_ns(msg.header.stamp)
 
     def _filter(self, detections: Detections, thresholds: Mapping[str, float]) -> Detections:
         if len(detections) == 0:
@@ -224,46 +184,8 @@ class DetectorNode(EdgeVisionNode):
         )
         return detections[keep]
 
-    # -- reporting ------------------------------------------------------------------------------
-    def _diagnostics(self) -> diagnostics.Status:
-        times = list(self._done_times)
-        fps = (
-            (len(times) - 1) / (times[-1] - times[0])
-            if len(times) > 1 and time.monotonic() - times[-1] < 2.0
-            else 0.0
-        )
-        infer = np.asarray(self._infer_ms) if self._infer_ms else np.zeros(1)
-        detector, name = self.models.current()
-        error = self.models.error or self.last_error
-        level = (
-            diagnostics.ERROR if detector is None else diagnostics.WARN if error else diagnostics.OK
-        )
-        return diagnostics.Status(
-            level,
-            error or f"serving {name}",
-            {
-                "model": name,
-                "device": self.params["device"],
-                "fps": fps,
-                "inference_ms_mean": float(infer.mean()),
-                "inference_ms_p95": float(np.percentile(infer, 95)),
-                # time a frame waited for the inference thread / conversion, filtering,
-                # message building and publishing around detect()
-                "wait_ms_median": float(np.median(self._wait_ms)) if self._wait_ms else 0.0,
-                "overhead_ms_median": (
-                    float(np.median(self._overhead_ms)) if self._overhead_ms else 0.0
-                ),
-                "latency_ms": getattr(self, "_last_latency_ms", 0.0),
-                "frames_in": self._frames.put_count,
-                "frames_done": self.frames_done,
-                "frames_dropped": self._frames.replaced,
-                "errors": self.errors,
-            },
-        )
-
     def close(self) -> None:
-        self._frames.close()
-        self._thread.join(timeout=5.0)
+        self.inference.close()
 
 
 def create_node(args: list[str]) -> DetectorNode:

@@ -20,24 +20,19 @@ that fails to load is refused. A change of the estimator settings (``max_hands``
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.exceptions import InvalidParameterValueException
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import Image
 
 from edge_vision.core.drawing import draw_poses
-from edge_vision.core.latest import LatestSlot
 from edge_vision.models.errors import ModelLoadError
-from edge_vision.ros import diagnostics
 from edge_vision.ros.conversions import poses_to_msg
 from edge_vision.ros.image_conversion import image_to_numpy, numpy_to_image, stamp_to_ns
+from edge_vision.ros.inference_loop import InferenceLoop
 from edge_vision.ros.model_host import ModelHost
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
@@ -101,37 +96,36 @@ class PoseNode(EdgeVisionNode):
         super().__init__("pose", **kwargs)
         try:
             self.params = ParameterBinding(self, PARAMS, on_change=self._on_params)
-        except (ValueError, InvalidParameterValueException) as exc:  # the latter: out of range
+        except ValueError as exc:
             raise NodeConfigError(str(exc)) from exc
         self.models = ModelHost(self, self._load, DEVICES)
 
-        self._frames: LatestSlot[Image] = LatestSlot()
-        self.create_subscription(
-            Image,
-            "image",
-            self._frames.put,
-            sensor_subscriber_qos(1),
-            callback_group=MutuallyExclusiveCallbackGroup(),
-        )
         from edge_vision.msg import PoseKeypointsArray
 
         self._poses_pub = self.create_publisher(PoseKeypointsArray, "poses", 10)
         self._overlay_pub = self.create_publisher(Image, "overlay", image_publisher_qos())
-        self.models.load_at_start()
-
         self._serving: Any = None  # the estimator the inference thread last ran
         self._stream: tuple[str, int, int] | None = None
         self._last_stamp_ns = 0
-        self.frames_done = 0
-        self.errors = 0
-        self.last_error = ""
         self.last_instances = 0
-        self._last_latency_ms = 0.0
-        self._infer_ms: deque[float] = deque(maxlen=100)
-        self._done_times: deque[float] = deque(maxlen=64)
-        self._diag = diagnostics.DiagnosticsPublisher(self, self._diagnostics)
-        self._thread = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._thread.start()
+        self.models.load_at_start()
+        self.inference: InferenceLoop[Image] = InferenceLoop(
+            self,
+            self.models,
+            self._process,
+            extra_values=lambda: {
+                "tracking": self.params["tracking"],
+                "instances": self.last_instances,
+            },
+        )
+        # Its own callback group: frames keep arriving while a model loads in the default group.
+        self.create_subscription(
+            Image,
+            "image",
+            self.inference.put,
+            sensor_subscriber_qos(1),
+            callback_group=MutuallyExclusiveCallbackGroup(),
+        )
 
     # -- models -------------------------------------------------------------------------------
     def _load(self, model: str, device: str) -> Any:
@@ -162,33 +156,18 @@ class PoseNode(EdgeVisionNode):
                 self.get_logger().error(f"cannot apply {sorted(settings)}: {result.reason}")
 
     # -- inference thread -----------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._frames.closed:
-            msg = self._frames.take(timeout=0.5)
-            if msg is None:
-                continue
-            try:
-                self._process(msg)
-            except Exception as exc:  # one bad frame must not stop the node
-                self.errors += 1
-                if str(exc) != self.last_error:
-                    self.get_logger().error(f"frame failed: {type(exc).__name__}: {exc}")
-                self.last_error = str(exc)
-
-    def _process(self, msg: Image) -> None:
+    def _process(self, msg: Image) -> int | None:
         image = image_to_numpy(msg, "bgr8")
         estimator, _ = self.models.current()
         if estimator is None:
-            return  # no model: the frame is dropped; diagnostics say why
+            return None  # no model: the frame is dropped; diagnostics say why
         if estimator is not self._serving:
             # Swapped out: only this thread ever runs an estimator, so it can close it now.
             if self._serving is not None:
                 self._serving.close()
             self._serving = estimator
         self._reset_on_new_stream(estimator, msg)
-        started = time.perf_counter()
-        poses = estimator.estimate(image)
-        self._infer_ms.append((time.perf_counter() - started) * 1000.0)
+        poses = self.inference.infer(estimator.estimate, image)
         min_score = self.params["min_keypoint_score"]
         size = (int(msg.width), int(msg.height))
         self._poses_pub.publish(poses_to_msg(poses, msg.header, min_score, size))
@@ -197,9 +176,7 @@ class PoseNode(EdgeVisionNode):
             draw_poses(canvas, poses, min_score=min_score)
             self._overlay_pub.publish(numpy_to_image(canvas, "bgr8", header=msg.header))
         self.last_instances = len(poses)
-        self.frames_done += 1
-        self._done_times.append(time.monotonic())
-        self._last_latency_ms = (time.time_ns() - stamp_to_ns(msg.header.stamp)) / 1e6
+        return stamp_to_ns(msg.header.stamp)
 
     def _reset_on_new_stream(self, estimator: Any, msg: Image) -> None:
         # Tracking assumes consecutive frames of one stream: forget tracked instances when the
@@ -210,46 +187,8 @@ class PoseNode(EdgeVisionNode):
             estimator.reset()
         self._stream, self._last_stamp_ns = stream, stamp
 
-    # -- reporting ------------------------------------------------------------------------------
-    def _diagnostics(self) -> diagnostics.Status:
-        times = list(self._done_times)
-        fps = (
-            (len(times) - 1) / (times[-1] - times[0])
-            if len(times) > 1 and time.monotonic() - times[-1] < 2.0
-            else 0.0
-        )
-        infer = np.asarray(self._infer_ms) if self._infer_ms else np.zeros(1)
-        estimator, name = self.models.current()
-        error = self.models.error or self.last_error
-        level = (
-            diagnostics.ERROR
-            if estimator is None
-            else diagnostics.WARN
-            if error
-            else diagnostics.OK
-        )
-        return diagnostics.Status(
-            level,
-            error or f"serving {name}",
-            {
-                "model": name,
-                "device": self.params["device"],
-                "tracking": self.params["tracking"],
-                "fps": fps,
-                "inference_ms_mean": float(infer.mean()),
-                "inference_ms_p95": float(np.percentile(infer, 95)),
-                "latency_ms": self._last_latency_ms,
-                "instances": self.last_instances,
-                "frames_in": self._frames.put_count,
-                "frames_done": self.frames_done,
-                "frames_dropped": self._frames.replaced,
-                "errors": self.errors,
-            },
-        )
-
     def close(self) -> None:
-        self._frames.close()
-        self._thread.join(timeout=5.0)
+        self.inference.close()
         estimator, _ = self.models.current()
         for est in {id(e): e for e in (self._serving, estimator) if e is not None}.values():
             est.close()
