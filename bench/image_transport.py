@@ -50,6 +50,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # running from a checkout without the package installed
     sys.path.insert(0, str(REPO))
 
+from _common import cpu_model  # noqa: E402
+
 from edge_vision.core.dds import default_dds_environment  # noqa: E402
 
 TOPIC = "bench/image"
@@ -427,16 +429,6 @@ def _run_case(case: Case, args: argparse.Namespace, workdir: str) -> dict[str, A
     return result
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -453,7 +445,7 @@ def _header(args: argparse.Namespace) -> list[str]:
     env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(_SHOWN_ENV_PREFIXES)]
     return [
         f"command: `{shlex.join([*env, *getattr(sys, 'orig_argv', ['python', *sys.argv])])}`",
-        f"machine: {os.cpu_count()} cores, {_cpu_model()}, {platform.system()} "
+        f"machine: {os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}; {_versions()}",
         f"load average at start: {load}",
         f"settings: {args.seconds:g} s per case after {args.warmup:g} s warm-up; "

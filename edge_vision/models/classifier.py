@@ -15,6 +15,7 @@ from edge_vision.core.classifications import NO_CLASS, Classifications
 from edge_vision.core.crops import crop_boxes
 from edge_vision.models.backends import create_onnx_session
 from edge_vision.models.errors import ModelLoadError
+from edge_vision.models.preprocess import as_bgr
 
 __all__ = [
     "Classifier",
@@ -67,21 +68,9 @@ class ClassifierSpec:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
 
 
-def _as_bgr(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ValueError(f"expected HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
-
-
 def resize_for_input(bgr: np.ndarray, spec: ClassifierSpec) -> np.ndarray:
     """The uint8 HxWx3 model-input image, in the spec's channel order."""
-    image = _as_bgr(bgr)
+    image = as_bgr(bgr)
     h, w = image.shape[:2]
     if h == 0 or w == 0:
         raise ValueError(f"cannot classify an empty image of shape {bgr.shape}")

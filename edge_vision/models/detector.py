@@ -24,6 +24,7 @@ from edge_vision.models.decoders import (
     find_ssd_outputs,
     nms,
 )
+from edge_vision.models.preprocess import as_bgr
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +69,7 @@ class ModelSpec:
 
 def resize_to_input(bgr: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, ResizeTransform]:
     """The uint8 HxWx3 model-input image in the spec's channel order, and how it maps back."""
-    image = _as_bgr(bgr)
+    image = as_bgr(bgr)
     h, w = image.shape[:2]
     in_w, in_h = spec.input_size
     if spec.letterbox:
@@ -96,18 +97,6 @@ def normalize_input(image: np.ndarray, spec: ModelSpec) -> np.ndarray:
     if spec.layout == "NCHW":
         x = x.transpose(2, 0, 1)
     return np.ascontiguousarray(x[None], dtype=np.float32)
-
-
-def _as_bgr(image: np.ndarray) -> np.ndarray:
-    if image.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return image
-    raise ValueError(f"expected HxW, HxWx3 or HxWx4 image, got shape {image.shape}")
 
 
 class Detector:
