@@ -10,7 +10,6 @@ before any rclpy context is created (the pytest plugin does it at start-up).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -145,16 +144,28 @@ class RosClient:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
+        from rclpy._rclpy_pybind11 import InvalidHandle
         from rclpy.executors import ExternalShutdownException
 
-        with contextlib.suppress(ExternalShutdownException):
-            self.executor.spin()
+        # Subscriptions and clients are destroyed from the test thread while this one waits on
+        # them; rclpy then raises InvalidHandle here once. Spin on: the next wait set is built
+        # without the destroyed entity (a dead spin thread would fail every later test).
+        while self.context.ok() and not self._stopping.is_set():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except InvalidHandle:
+                continue
+            except ExternalShutdownException:
+                return
 
     def close(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5.0)
         self.executor.shutdown()
         self.node.destroy_node()
         self._rclpy.try_shutdown(context=self.context)

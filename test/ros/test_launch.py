@@ -91,6 +91,14 @@ def test_launch_two_node_pipeline_respawn_and_stop(ros, tmp_path, single_process
             assert not any(_alive(pid) for pid in children)
         assert "Traceback" not in log.read_text()
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        if launcher.poll() is None:  # a failed assertion: stop it the way a user would
+            launcher.send_signal(signal.SIGINT)
+            try:
+                launcher.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                launcher.kill()
+                launcher.wait()
+        # Children run in process groups of their own: never leave one behind.
+        for pid in _pids(log, "video_source") + _pids(log, "image_monitor"):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
