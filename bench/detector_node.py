@@ -21,13 +21,12 @@ import argparse
 import json
 import os
 import statistics
-import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from _common import print_header, print_table
+from _common import Feeder, measure, node_breakdown, print_header, print_table
 
 from edge_vision.testing.ros_harness import isolate_ros_environment
 
@@ -35,11 +34,9 @@ ENV = isolate_ros_environment(domain_id=150 + os.getpid() % 50)
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402  (after the environment is set)
 from rclpy.qos import QoSProfile  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
 from vision_msgs.msg import Detection2DArray  # noqa: E402
 
 from edge_vision.models.zoo import load_detector, pull  # noqa: E402
-from edge_vision.ros.image_conversion import numpy_to_image, stamp_to_ns  # noqa: E402
 from edge_vision.testing.media import VTEST, require  # noqa: E402
 from edge_vision.testing.ros_harness import NodeProcess, RosClient  # noqa: E402
 
@@ -68,58 +65,6 @@ def raw_loop(model: str, frames: list[np.ndarray], seconds: float) -> dict[str, 
         i += 1
     total = time.perf_counter() - started
     return {"fps": i / total, "median_ms": statistics.median(times) * 1e3}
-
-
-class Feeder:
-    """Publishes the frames at ``rate`` Hz, stamped just before publishing."""
-
-    def __init__(self, ros: RosClient, topic: str, frames: list[np.ndarray]) -> None:
-        self._pub = ros.node.create_publisher(Image, topic, QoSProfile(depth=5))
-        self._msgs = [numpy_to_image(f, "bgr8", frame_id="camera") for f in frames]
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, rate: float) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(rate,), daemon=True)
-        self._thread.start()
-
-    def _run(self, rate: float) -> None:
-        period = 1.0 / rate
-        next_t = time.monotonic()
-        i = 0
-        while not self._stop.is_set():
-            msg = self._msgs[i % len(self._msgs)]
-            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 10**9)
-            self._pub.publish(msg)
-            i += 1
-            next_t += period
-            self._stop.wait(max(0.0, next_t - time.monotonic()))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join()
-
-
-def measure(collector, seconds: float) -> tuple[float, list[float]]:
-    """(messages/s, latencies in ms) over ``seconds``, after the collector is cleared."""
-    collector.clear()
-    time.sleep(seconds)
-    msgs, arrivals = list(collector.messages), list(collector.arrival_ns)
-    latencies = [
-        (a - stamp_to_ns(m.header.stamp)) / 1e6 for m, a in zip(msgs, arrivals, strict=True)
-    ]
-    return len(msgs) / seconds, latencies
-
-
-def node_breakdown(diagnostics: list, fqn: str) -> dict[str, str]:
-    """The last diagnostics values the node published (strings, as on the wire)."""
-    for msg in reversed(diagnostics):
-        for status in msg.status:
-            if status.name == fqn:
-                return {kv.key: kv.value for kv in status.values}
-    return {}
 
 
 def main() -> int:

