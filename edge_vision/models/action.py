@@ -4,8 +4,8 @@ A video model takes ``(N, C, T, H, W)`` float32 clips. Frames are preprocessed o
 they arrive (:meth:`VideoClassifier.preprocess_frame`, so a node can keep a ring of ready
 ``(C, H, W)`` frames), stacked to ``(T, C, H, W)`` clips and classified per clip or per batch
 of clips (one clip per tracked person: :meth:`VideoClassifier.classify_clips`). Scores and
-top-k/threshold selection are the image classifier's (:func:`~edge_vision.models.classifier.
-activate`, :func:`~edge_vision.models.classifier.select_top_k`), so results are the same
+top-k/threshold selection are the image classifier's (:func:`~edge_vision.models.scoring.
+activate`, :func:`~edge_vision.models.scoring.select_top_k`), so results are the same
 :class:`~edge_vision.core.classifications.Classifications`.
 
 Frame preprocessing (the choice of DeepMind's I3D/Kinetics pipeline): scale the frame so that
@@ -29,9 +29,8 @@ import onnxruntime as ort
 
 from edge_vision.core.classifications import Classifications
 from edge_vision.models.backends import create_onnx_session
-from edge_vision.models.classifier import activate, select_top_k
-from edge_vision.models.errors import ModelLoadError
 from edge_vision.models.preprocess import as_bgr
+from edge_vision.models.scoring import ScoringModel
 
 __all__ = ["ActionSpec", "VideoClassifier", "center_crop_frame"]
 
@@ -100,7 +99,7 @@ def center_crop_frame(bgr: np.ndarray, spec: ActionSpec) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
-class VideoClassifier:
+class VideoClassifier(ScoringModel):
     """Runs one ONNX video classification model (``(N, C, T, H, W)`` input) on clips.
 
     ``providers`` (an onnxruntime provider list) overrides ``device`` (``cpu``, ``cuda``,
@@ -149,9 +148,6 @@ class VideoClassifier:
         self._mean = np.asarray(spec.mean, np.float32)
         self._inv_std = np.float32(1.0) / np.asarray(spec.std, np.float32)
 
-    def _fail(self, problem: str) -> ModelLoadError:
-        return ModelLoadError(f"{self.model_path}: {problem} (spec {self.spec.name!r})")
-
     def _check_input(self) -> tuple[str, bool, int | None]:
         inputs = {i.name: i for i in self.session.get_inputs()}
         name = self.spec.input_name or next(iter(inputs))
@@ -195,26 +191,6 @@ class VideoClassifier:
             raise self._fail(f"input {name!r} has a fixed batch of {batch}; need 1 or dynamic")
         return name, not isinstance(batch, int), clip_len
 
-    def _check_output(self) -> tuple[str, int | None]:
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        name = self.spec.output_name or next(iter(outputs))
-        if name not in outputs:
-            raise self._fail(f"no output {name!r} (outputs: {list(outputs)})")
-        shape = list(outputs[name].shape)
-        if len(shape) != 2:
-            raise self._fail(f"output {name!r} has shape {shape}, expected (batch, classes)")
-        classes = shape[1] if isinstance(shape[1], int) else None
-        if classes is not None:
-            self._check_classes(classes)
-        return name, classes
-
-    def _check_classes(self, classes: int) -> None:
-        labels = self.spec.labels
-        if labels and classes != len(labels):
-            raise self._fail(
-                f"model outputs {classes} classes but the spec has {len(labels)} labels"
-            )
-
     # ----------------------------------------------------------------------------------------
 
     def preprocess_frame(self, bgr: np.ndarray) -> np.ndarray:
@@ -241,32 +217,12 @@ class VideoClassifier:
             raise ValueError(f"clip has {t} frames, the model needs >= {self.spec.min_clip_len}")
         return clips
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """Raw ``(B, classes)`` output for an ``(N, C, T, H, W)`` tensor: one inference call."""
-        (raw,) = self.session.run([self.output_name], {self.input_name: tensor})
-        raw = np.asarray(raw, np.float32)
-        if self.num_classes is None:
-            self._check_classes(raw.shape[1])
-            self.num_classes = int(raw.shape[1])
-        return raw
-
     def predict_clips(self, clips: np.ndarray) -> np.ndarray:
         """``(B, classes)`` probabilities for ``(B, T, C, H, W)`` preprocessed clips."""
         clips = self._check_clips(clips)
         if len(clips) == 0:
             return np.zeros((0, self.num_classes or len(self.spec.labels)), np.float32)
-        tensor = np.ascontiguousarray(clips.transpose(0, 2, 1, 3, 4))  # -> (B, C, T, H, W)
-        step = (self.max_batch or len(tensor)) if self.batchable else 1
-        raw = np.concatenate(
-            [self.infer(tensor[i : i + step]) for i in range(0, len(tensor), step)]
-        )
-        return raw if not self.spec.outputs_logits else activate(raw, self.spec.multi_label)
-
-    def select(self, scores: np.ndarray) -> Classifications:
-        """Top-k/threshold selection on ``(B, classes)`` probabilities (e.g. smoothed ones)."""
-        return select_top_k(
-            scores, self.spec.labels, self.top_k, self.threshold, self.spec.multi_label
-        )
+        return self._scores(np.ascontiguousarray(clips.transpose(0, 2, 1, 3, 4)))  # B,C,T,H,W
 
     def classify_clip(self, frames: np.ndarray) -> Classifications:
         """Classify one preprocessed ``(T, C, H, W)`` clip (B = 1)."""

@@ -11,19 +11,17 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from edge_vision.core.classifications import NO_CLASS, Classifications
+from edge_vision.core.classifications import Classifications
 from edge_vision.core.crops import crop_boxes
 from edge_vision.models.backends import create_onnx_session
-from edge_vision.models.errors import ModelLoadError
 from edge_vision.models.preprocess import as_bgr
+from edge_vision.models.scoring import ScoringModel
 
 __all__ = [
     "Classifier",
     "ClassifierSpec",
-    "activate",
     "normalize_batch",
     "resize_for_input",
-    "select_top_k",
 ]
 
 
@@ -103,49 +101,7 @@ def normalize_batch(images: np.ndarray, spec: ClassifierSpec) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def activate(raw: np.ndarray, multi_label: bool) -> np.ndarray:
-    """Per-class probabilities from (B, C) logits: sigmoid when multi-label, else softmax."""
-    z = np.asarray(raw, np.float32)
-    if multi_label:
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-    z = z - z.max(axis=1, keepdims=True)  # exp of large logits would overflow
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-def select_top_k(
-    scores: np.ndarray,
-    labels: Sequence[str] = (),
-    top_k: int = 5,
-    threshold: float = 0.0,
-    multi_label: bool = False,
-) -> Classifications:
-    """The ``top_k`` best classes of each row of (B, C) ``scores``, minus those < ``threshold``.
-
-    Softmax scores: at most ``top_k`` classes above the threshold (with threshold > 0.5 at most
-    one can pass). Sigmoid scores: every class above the threshold, capped at ``top_k``.
-    Either way, the best ``top_k`` by score filtered by the threshold; ties keep class order.
-    """
-    probs = np.asarray(scores, np.float32)
-    if probs.ndim == 1:
-        probs = probs[None]
-    c = probs.shape[1]
-    k = min(int(top_k), c)
-    if k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(probs, order, axis=1)
-    keep = top >= threshold  # sorted descending, so kept slots come first in every row
-    class_ids = np.where(keep, order, NO_CLASS).astype(np.int32)
-    top = np.where(keep, top, np.float32(0.0)).astype(np.float32)
-    names = [
-        [labels[j] if j < len(labels) else str(j) for j in row[row != NO_CLASS].tolist()]
-        for row in class_ids
-    ]
-    return Classifications(class_ids, top, names, multi_label)
-
-
-class Classifier:
+class Classifier(ScoringModel):
     """Runs one ONNX classification model on whole frames or on batches of crops.
 
     ``providers`` (an onnxruntime provider list) overrides ``device`` (``cpu``, ``cuda``,
@@ -186,9 +142,6 @@ class Classifier:
         self.input_name, self.batchable = self._check_input()
         self.output_name, self.num_classes = self._check_output()
 
-    def _fail(self, problem: str) -> ModelLoadError:
-        return ModelLoadError(f"{self.model_path}: {problem} (spec {self.spec.name!r})")
-
     def _check_input(self) -> tuple[str, bool]:
         inputs = {i.name: i for i in self.session.get_inputs()}
         name = self.spec.input_name or next(iter(inputs))
@@ -216,61 +169,16 @@ class Classifier:
             raise self._fail(f"input {name!r} has a fixed batch of {batch}; need 1 or dynamic")
         return name, not isinstance(batch, int)
 
-    def _check_output(self) -> tuple[str, int | None]:
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        name = self.spec.output_name or next(iter(outputs))
-        if name not in outputs:
-            raise self._fail(f"no output {name!r} (outputs: {list(outputs)})")
-        shape = list(outputs[name].shape)
-        if len(shape) != 2:
-            raise self._fail(f"output {name!r} has shape {shape}, expected (batch, classes)")
-        classes = shape[1] if isinstance(shape[1], int) else None
-        if classes is not None:
-            self._check_classes(classes)
-        return name, classes
-
-    def _check_classes(self, classes: int) -> None:
-        labels = self.spec.labels
-        if labels and classes != len(labels):
-            raise self._fail(
-                f"model outputs {classes} classes but the spec has {len(labels)} labels"
-            )
-
-    # ----------------------------------------------------------------------------------------
-
     def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The float32 input tensor for a list of BGR (or grey/BGRA) uint8 images."""
         stack = np.stack([resize_for_input(im, self.spec) for im in images])
         return normalize_batch(stack, self.spec)
 
-    def infer(self, tensor: np.ndarray) -> np.ndarray:
-        """Raw (B, classes) model output for a preprocessed tensor: one inference call."""
-        (raw,) = self.session.run([self.output_name], {self.input_name: tensor})
-        raw = np.asarray(raw, np.float32)
-        if self.num_classes is None:
-            # Class count only known now (dynamic in the graph): check it once.
-            self._check_classes(raw.shape[1])
-            self.num_classes = int(raw.shape[1])
-        return raw
-
     def predict(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(B, classes) probabilities for B images; feed these to a TemporalSmoother."""
         if len(images) == 0:
-            return np.zeros((0, self.num_classes or len(self.spec.labels)), np.float32)
-        tensor = self.preprocess(images)
-        if self.batchable:
-            step = self.max_batch or len(tensor)
-            raw = [self.infer(tensor[i : i + step]) for i in range(0, len(tensor), step)]
-        else:
-            raw = [self.infer(tensor[i : i + 1]) for i in range(len(tensor))]
-        out = np.concatenate(raw)
-        return out if not self.spec.outputs_logits else activate(out, self.spec.multi_label)
-
-    def select(self, scores: np.ndarray) -> Classifications:
-        """Top-k/threshold selection on (B, classes) probabilities (e.g. smoothed ones)."""
-        return select_top_k(
-            scores, self.spec.labels, self.top_k, self.threshold, self.spec.multi_label
-        )
+            return self._scores(np.zeros((0,), np.float32))
+        return self._scores(self.preprocess(images))
 
     def classify(self, bgr: np.ndarray) -> Classifications:
         """Classify one whole frame (B = 1)."""

@@ -32,10 +32,8 @@ from edge_vision.core.smoothing import TemporalSmoother
 from edge_vision.models.classifier import (
     Classifier,
     ClassifierSpec,
-    activate,
     normalize_batch,
     resize_for_input,
-    select_top_k,
 )
 from edge_vision.models.efficientnet_lite import (
     EXPORT_VERSION,
@@ -50,6 +48,7 @@ from edge_vision.models.efficientnet_lite import (
 )
 from edge_vision.models.errors import ModelLoadError
 from edge_vision.models.human_models import cache_dir, downloads_dir
+from edge_vision.models.scoring import activate, select_top_k
 
 OPENCV_DATA = Path("/usr/share/doc/opencv-doc/examples/data")
 SQUIRREL = OPENCV_DATA / "squirrel_cls.jpg"

@@ -1,0 +1,7 @@
+"""Events: detections and classifications aggregated over time, and their SQLite store."""
+
+from edge_vision.events.aggregator import EventAggregator
+from edge_vision.events.model import Event, EventState
+from edge_vision.events.store import EventStore
+
+__all__ = ["Event", "EventAggregator", "EventState", "EventStore"]
