@@ -10,22 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_vision.core.detections import Detections
+from edge_vision.core.detections import Detections, box_iou
 
 UNCONFIRMED = -1  # track id given to rows of tracks that have not yet reached ``min_hits``
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of xyxy boxes, shape (len(a), len(b))."""
-    a = np.asarray(a, np.float32).reshape(-1, 4)
-    b = np.asarray(b, np.float32).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0).astype(np.float32)
 
 
 def greedy_match(cost_iou: np.ndarray, threshold: float) -> list[tuple[int, int]]:

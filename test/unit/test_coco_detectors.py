@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_vision.core.detections import Detections
-from edge_vision.models.decoders import COCO80_LABELS, box_iou, decode_gfl, nms
+from edge_vision.core.detections import Detections, box_iou
+from edge_vision.models.decoders import COCO80_LABELS, decode_gfl, nms
 from edge_vision.models.detector import Detector, normalize_input
 from edge_vision.models.human_models import (
     PACKAGE,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_vision.core.detections import Detections
+from edge_vision.core.detections import Detections, box_iou
 from edge_vision.tracking import (
     IouTracker,
     LineCounter,
@@ -17,7 +17,7 @@ from edge_vision.tracking import (
     ZoneOccupancy,
     create_tracker,
 )
-from edge_vision.tracking.iou_tracker import UNCONFIRMED, box_iou
+from edge_vision.tracking.iou_tracker import UNCONFIRMED
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 

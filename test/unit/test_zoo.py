@@ -25,11 +25,11 @@ import pytest
 import yaml
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_vision.core.detections import box_iou
 from edge_vision.models import backends, zoo
 from edge_vision.models.backends import DeviceUnavailableError, create_onnx_session
 from edge_vision.models.decoders import (
     COCO80_LABELS,
-    box_iou,
     decode_ssd,
     decode_yolo,
     find_ssd_outputs,
