@@ -50,17 +50,7 @@ class Detections:
         return len(self.xyxy)
 
     def __getitem__(self, index: np.ndarray | Sequence[int] | slice | int) -> Detections:
-        if isinstance(index, (int, np.integer)):
-            index = [int(index)]  # keep the arrays 2-D/1-D: one detection is still a set
-        if isinstance(index, slice):
-            rows = np.arange(len(self))[index]
-        else:
-            rows = np.asarray(index)
-            if rows.dtype == np.bool_:
-                if rows.shape != (len(self),):
-                    raise IndexError(f"mask of shape {rows.shape} for {len(self)} detections")
-                rows = np.flatnonzero(rows)
-            rows = rows.astype(np.intp, copy=False).reshape(-1)
+        rows = row_indices(index, len(self), "detections")
         return Detections(
             self.xyxy[rows],
             self.scores[rows],
@@ -95,3 +85,20 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def row_indices(
+    index: np.ndarray | Sequence[int] | slice | int, length: int, what: str = "rows"
+) -> np.ndarray:
+    """Row numbers selected by an int, a slice, an index array or a boolean mask over
+    ``length`` rows. An int selects a one-row set, so indexed arrays keep their rank."""
+    if isinstance(index, (int, np.integer)):
+        return np.array([int(index)], np.intp)
+    if isinstance(index, slice):
+        return np.arange(length)[index]
+    rows = np.asarray(index)
+    if rows.dtype == np.bool_:
+        if rows.shape != (length,):
+            raise IndexError(f"mask of shape {rows.shape} for {length} {what}")
+        rows = np.flatnonzero(rows)
+    return rows.astype(np.intp, copy=False).reshape(-1)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from edge_vision.core.detections import Detections
+from edge_vision.core.detections import Detections, row_indices
 
 PoseKind = Literal["body", "hand"]
 
@@ -181,17 +181,7 @@ class Poses:
         return len(self.keypoints)
 
     def __getitem__(self, index: np.ndarray | Sequence[int] | slice | int) -> Poses:
-        if isinstance(index, (int, np.integer)):
-            index = [int(index)]  # one instance is still a set: keep the arrays 3-D/2-D
-        if isinstance(index, slice):
-            rows = np.arange(len(self))[index]
-        else:
-            rows = np.asarray(index)
-            if rows.dtype == np.bool_:
-                if rows.shape != (len(self),):
-                    raise IndexError(f"mask of shape {rows.shape} for {len(self)} instances")
-                rows = np.flatnonzero(rows)
-            rows = rows.astype(np.intp, copy=False).reshape(-1)
+        rows = row_indices(index, len(self), "instances")
         return Poses(
             self.keypoints[rows],
             self.scores[rows],
