@@ -25,10 +25,8 @@ from typing import Any, Literal
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 
 from edge_vision.core.classifications import Classifications
-from edge_vision.models.backends import create_onnx_session
 from edge_vision.models.preprocess import as_bgr
 from edge_vision.models.scoring import ScoringModel
 
@@ -126,17 +124,16 @@ class VideoClassifier(ScoringModel):
         threshold: float | None = None,
         max_batch: int | None = None,
     ) -> None:
-        self.model_path = Path(model_path)
-        self.spec = spec
-        self.top_k = spec.top_k if top_k is None else int(top_k)
-        self.threshold = spec.threshold if threshold is None else float(threshold)
-        self.max_batch = max_batch
-        self.session: ort.InferenceSession = create_onnx_session(
-            self.model_path,
+        self._open(
+            model_path,
+            spec,
             device,
+            providers=providers,
             trt_cache_dir=trt_cache_dir,
             intra_op_threads=intra_op_threads,
-            providers=providers,
+            top_k=top_k,
+            threshold=threshold,
+            max_batch=max_batch,
         )
         self.model_clip_len: int | None = None
         self.input_name, self.batchable, self.clip_len = self._check_input()

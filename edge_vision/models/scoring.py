@@ -3,13 +3,14 @@ class scores per input, checked at load time, run in batches, activated and top-
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_vision.core.classifications import NO_CLASS, Classifications
+from edge_vision.models.backends import create_onnx_session
 from edge_vision.models.errors import ModelLoadError
 
 
@@ -71,6 +72,33 @@ class ScoringModel:
     threshold: float
     max_batch: int | None
     batchable: bool
+
+    def _open(
+        self,
+        model_path: str | Path,
+        spec: Any,
+        device: str,
+        *,
+        providers: Sequence[str | tuple[str, Mapping[str, Any]]] | None,
+        trt_cache_dir: str | Path | None,
+        intra_op_threads: int | None,
+        top_k: int | None,
+        threshold: float | None,
+        max_batch: int | None,
+    ) -> None:
+        """Set the common attributes and create the session (subclasses then check it)."""
+        self.model_path = Path(model_path)
+        self.spec = spec
+        self.top_k = spec.top_k if top_k is None else int(top_k)
+        self.threshold = spec.threshold if threshold is None else float(threshold)
+        self.max_batch = max_batch
+        self.session = create_onnx_session(
+            self.model_path,
+            device,
+            trt_cache_dir=trt_cache_dir,
+            intra_op_threads=intra_op_threads,
+            providers=providers,
+        )
 
     def _fail(self, problem: str) -> ModelLoadError:
         return ModelLoadError(f"{self.model_path}: {problem} (spec {self.spec.name!r})")
