@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_vision.models.classifier import ClassifierSpec
 from edge_vision.models.errors import ModelLoadError
+from edge_vision.models.preprocess import read_label_list
 
 if TYPE_CHECKING:
     import torch
@@ -89,18 +90,10 @@ def load_imagenet_labels(
     path: str | Path = IMAGENET_LABELS_FILE, first_name_only: bool = False
 ) -> tuple[str, ...]:
     """The 1000 class names; ``first_name_only`` keeps "fox squirrel" of "fox squirrel, ..."."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: ImageNet label file missing (Debian: apt-get install opencv-doc)"
-        )
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    labels = [line for line in labels if line]
-    if len(labels) != NUM_CLASSES:
-        raise ValueError(f"{path}: {len(labels)} labels, expected {NUM_CLASSES}")
+    labels = read_label_list(path, NUM_CLASSES, "ImageNet")
     if first_name_only:
-        labels = [line.split(",", 1)[0].strip() for line in labels]
-    return tuple(labels)
+        return tuple(line.split(",", 1)[0].strip() for line in labels)
+    return labels
 
 
 def make_spec(

@@ -47,6 +47,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from edge_vision.models.errors import ModelLoadError
+from edge_vision.models.preprocess import read_label_list
 
 if TYPE_CHECKING:
     import torch
@@ -321,16 +322,7 @@ def fetch_sdist(dest: Path | None = None, timeout_s: float = 600.0) -> Path:
 
 def load_kinetics_labels(path: str | Path = KINETICS_LABELS_FILE) -> tuple[str, ...]:
     """The 400 Kinetics class names in model output order (alphabetical)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: Kinetics-400 label file missing (Debian: apt-get install opencv-doc)"
-        )
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    labels = [line for line in labels if line]
-    if len(labels) != NUM_CLASSES:
-        raise ValueError(f"{path}: {len(labels)} labels, expected {NUM_CLASSES}")
-    return tuple(labels)
+    return read_label_list(path, NUM_CLASSES, "Kinetics-400")
 
 
 # --------------------------------------------------------------------------------------------
