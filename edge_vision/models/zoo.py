@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import importlib
 import os
 import re
@@ -51,6 +50,7 @@ import numpy as np
 import yaml
 
 from edge_vision.models.errors import ModelLoadError
+from edge_vision.models.files import sha256_file
 
 if TYPE_CHECKING:
     from edge_vision.models.action import ActionSpec, VideoClassifier
@@ -658,14 +658,6 @@ def _unknown_message(name: str, imported: Mapping[str, object]) -> str:
 # --------------------------------------------------------------------------------------------
 # pull
 # --------------------------------------------------------------------------------------------
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pull_manifest_path(name: str, cache_dir: str | Path | None) -> Path:
