@@ -112,12 +112,17 @@ class EventAggregator:
         stamp_ns: int,
         key: str | None = None,
         attributes: Mapping[str, str] | None = None,
+        track_id: str = "",
+        bbox: BBox = ZERO_BOX,
     ) -> list[Event]:
-        """Feed one frame-level classification (or action window); ``key`` defaults to label."""
+        """Feed one classification (or action window); ``key`` defaults to the label, or to
+        ``track_id/label`` for a per-object result (e.g. an action of one tracked person)."""
         out = self._expire(stamp_ns)
-        k = ("class", label if key is None else key)
+        if key is None:
+            key = f"{track_id}/{label}" if track_id else label
+        k = ("class", key)
         cid = str(class_id)
-        ev = self._observe(k, label, cid, "", float(score), ZERO_BOX, stamp_ns, attributes)
+        ev = self._observe(k, label, cid, track_id, float(score), bbox, stamp_ns, attributes)
         if ev is not None:
             out.append(ev)
         return out

@@ -139,6 +139,7 @@ class EventStore:
 
     def put_many(self, events: Iterable[Event]) -> None:
         """Several events in one transaction (one commit instead of one per event)."""
+        events = list(events)
         rows = [_row(e) for e in events]
         with self._lock:
             self._db.execute("BEGIN")
@@ -148,6 +149,11 @@ class EventStore:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
+            self._latest_ns = max([self._latest_ns, *(int(e.end_ns) for e in events)])
+            due = self._puts // self.prune_every != (self._puts + len(rows)) // self.prune_every
+            self._puts += len(rows)
+        if due:
+            self.prune(self._latest_ns)
 
     def get(self, event_id: str) -> Event | None:
         with self._lock:

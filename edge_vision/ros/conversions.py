@@ -16,6 +16,9 @@ Conventions (kept consistent with the LabelInfo a node publishes):
 - Poses (edge_vision/msg/PoseKeypointsArray): one ``PoseKeypoints`` per instance, carrying its
   keypoint names so that a subscriber needs no layout table; the skeleton is not sent (it
   follows from the names for the body and hand layouts).
+- Events (edge_vision/msg/Event): the header stamp is the event's latest frame stamp (``end``);
+  the bbox is stored as xyxy in the core and as centre + size in the message; attributes are
+  ``diagnostic_msgs/KeyValue`` pairs.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ from edge_vision.core.classifications import Classifications
 from edge_vision.core.clips import Clip
 from edge_vision.core.detections import Detections
 from edge_vision.core.poses import PoseKind, Poses
-from edge_vision.ros.image_conversion import ns_to_stamp
+from edge_vision.events.model import Event, EventState
+from edge_vision.ros.image_conversion import ns_to_stamp, stamp_to_ns
 
 if TYPE_CHECKING:
     from edge_vision.msg import ActionWindow, PoseKeypointsArray
+    from edge_vision.msg import Event as EventMsg
 
 
 def detections_to_msg(detections: Detections, header: Header) -> Detection2DArray:
@@ -260,3 +265,55 @@ def action_window_msg(
         for c, s in zip(class_ids, scores, strict=True)
     ]
     return msg
+
+
+def event_to_msg(event: Event, frame_id: str = "") -> EventMsg:
+    """edge_vision/msg/Event for a core :class:`Event` (header stamp = the event's end)."""
+    from diagnostic_msgs.msg import KeyValue
+
+    from edge_vision.msg import Event as EventMsg
+
+    msg = EventMsg()
+    msg.header.stamp = ns_to_stamp(event.end_ns)
+    msg.header.frame_id = frame_id
+    msg.id = event.id
+    msg.stream = event.stream
+    msg.model = event.model
+    msg.label = event.label
+    msg.class_id = event.class_id
+    msg.score = float(event.score)
+    msg.max_score = float(event.max_score)
+    msg.begin = ns_to_stamp(event.begin_ns)
+    msg.end = ns_to_stamp(event.end_ns)
+    msg.frames = int(event.frames)
+    msg.track_id = event.track_id
+    x1, y1, x2, y2 = (float(v) for v in event.bbox)
+    msg.bbox.center.position.x = (x1 + x2) / 2
+    msg.bbox.center.position.y = (y1 + y2) / 2
+    msg.bbox.size_x = x2 - x1
+    msg.bbox.size_y = y2 - y1
+    msg.state = int(event.state)
+    msg.attributes = [KeyValue(key=k, value=v) for k, v in event.attributes.items()]
+    return msg
+
+
+def msg_to_event(msg: EventMsg) -> Event:
+    """Inverse of :func:`event_to_msg` (float32 scores come back rounded to float32)."""
+    cx, cy = msg.bbox.center.position.x, msg.bbox.center.position.y
+    hw, hh = msg.bbox.size_x / 2, msg.bbox.size_y / 2
+    return Event(
+        id=msg.id,
+        stream=msg.stream,
+        model=msg.model,
+        label=msg.label,
+        class_id=msg.class_id,
+        score=float(msg.score),
+        max_score=float(msg.max_score),
+        begin_ns=stamp_to_ns(msg.begin),
+        end_ns=stamp_to_ns(msg.end),
+        frames=int(msg.frames),
+        track_id=msg.track_id,
+        bbox=(cx - hw, cy - hh, cx + hw, cy + hh),
+        state=EventState(int(msg.state)),
+        attributes={kv.key: kv.value for kv in msg.attributes},
+    )

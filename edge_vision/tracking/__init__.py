@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 from edge_vision.core.detections import Detections
-from edge_vision.tracking.counting import LineCounter, ZoneOccupancy, anchor_points
+from edge_vision.tracking.counting import (
+    Counters,
+    CounterSpec,
+    CountResult,
+    LineCounter,
+    ZoneOccupancy,
+    anchor_points,
+    parse_counters,
+)
 from edge_vision.tracking.iou_tracker import IouTracker
 
 
@@ -37,10 +45,14 @@ def create_tracker(kind: str = "bytetrack", **params: Any) -> Tracker:
 
 
 __all__ = [
+    "CountResult",
+    "CounterSpec",
+    "Counters",
     "IouTracker",
     "LineCounter",
     "Tracker",
     "ZoneOccupancy",
     "anchor_points",
     "create_tracker",
+    "parse_counters",
 ]

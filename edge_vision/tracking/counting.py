@@ -1,8 +1,13 @@
-"""Line-crossing counts and zone occupancy from tracked detections."""
+"""Line-crossing counts and zone occupancy from tracked detections.
+
+:class:`Counters` holds the named lines and zones of one camera, configured with the text form
+used by the tracker node's ``lines`` / ``zones`` parameters (:func:`parse_counter`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -47,6 +52,8 @@ class LineCounter:
         self.max_missing = max_missing
         self.in_count = 0
         self.out_count = 0
+        self.crossed: list[int] = []
+        """Track ids that crossed in the last :meth:`update`."""
         # track id -> (last anchor strictly off the line, its side (+1/-1), frames unseen)
         self._last: dict[int, tuple[np.ndarray, int, int]] = {}
 
@@ -70,6 +77,7 @@ class LineCounter:
         pts = anchor_points(detections).astype(np.float64)
         sides = self._side(pts)
         new_in = new_out = 0
+        self.crossed = []
         seen: set[int] = set()
         for tid, pt, side in zip(ids.tolist(), pts, sides.tolist(), strict=True):
             seen.add(tid)
@@ -79,6 +87,7 @@ class LineCounter:
                     self._last[tid] = (prev[0], prev[1], 0)
                 continue
             if prev is not None and prev[1] != side and self._within_segment(prev[0], pt):
+                self.crossed.append(tid)
                 if side > 0:
                     new_in += 1
                 else:
@@ -113,3 +122,86 @@ class ZoneOccupancy:
             if cv2.pointPolygonTest(self.polygon, (float(x), float(y)), False) >= 0
         ]
         return np.array(sorted(inside), np.int64)
+
+
+@dataclass(frozen=True)
+class CounterSpec:
+    """A named line (2 points) or zone (3+ points), in image pixels."""
+
+    name: str
+    points: tuple[tuple[float, float], ...]
+
+
+def parse_counter(text: str, kind: str) -> CounterSpec:
+    """Parse ``"NAME: x1,y1 x2,y2 ..."``; ``kind`` is ``"line"`` (exactly 2 points) or ``"zone"``
+    (3 or more). Raises ValueError naming the entry and what is wrong."""
+    name, sep, rest = text.partition(":")
+    name = name.strip()
+    if not sep or not name:
+        raise ValueError(f"{kind} {text!r}: expected 'NAME: x1,y1 x2,y2 ...'")
+    points: list[tuple[float, float]] = []
+    for token in rest.split():
+        xs, comma, ys = token.partition(",")
+        try:
+            if not comma:
+                raise ValueError
+            points.append((float(xs), float(ys)))
+        except ValueError:
+            raise ValueError(f"{kind} {name!r}: point {token!r} is not x,y") from None
+    if kind == "line" and len(points) != 2:
+        raise ValueError(f"line {name!r}: needs exactly 2 points, got {len(points)}")
+    if kind == "zone" and len(points) < 3:
+        raise ValueError(f"zone {name!r}: needs at least 3 points, got {len(points)}")
+    if kind == "line" and points[0] == points[1]:
+        raise ValueError(f"line {name!r}: end points must differ")
+    return CounterSpec(name, tuple(points))
+
+
+def parse_counters(entries: Sequence[str], kind: str) -> list[CounterSpec]:
+    """Several entries (empty strings skipped); names must be unique."""
+    specs = [parse_counter(e, kind) for e in entries if e.strip()]
+    names = [s.name for s in specs]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"{kind} names must be unique; repeated: {', '.join(sorted(dup))}")
+    return specs
+
+
+@dataclass
+class CountResult:
+    """One counter after one frame (see msg/Count.msg)."""
+
+    name: str
+    kind: str  # "line" or "zone"
+    count_in: int = 0
+    count_out: int = 0
+    occupancy: int = 0
+    track_ids: list[int] = field(default_factory=list)
+
+
+class Counters:
+    """The lines and zones of one camera, updated together once per frame."""
+
+    def __init__(
+        self,
+        lines: Sequence[CounterSpec] = (),
+        zones: Sequence[CounterSpec] = (),
+        max_missing: int = 30,
+    ) -> None:
+        self.lines = {s.name: LineCounter(*s.points, max_missing=max_missing) for s in lines}
+        self.zones = {s.name: ZoneOccupancy(s.points) for s in zones}
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.zones)
+
+    def update(self, detections: Detections) -> list[CountResult]:
+        out: list[CountResult] = []
+        for name, line in self.lines.items():
+            line.update(detections)
+            out.append(
+                CountResult(name, "line", line.in_count, line.out_count, 0, list(line.crossed))
+            )
+        for name, zone in self.zones.items():
+            inside = zone.update(detections).tolist()
+            out.append(CountResult(name, "zone", occupancy=len(inside), track_ids=inside))
+        return out

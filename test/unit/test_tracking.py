@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,14 @@ import pytest
 
 from edge_vision.core.detections import Detections, box_iou
 from edge_vision.tracking import (
+    Counters,
+    CounterSpec,
     IouTracker,
     LineCounter,
     Tracker,
     ZoneOccupancy,
     create_tracker,
+    parse_counters,
 )
 from edge_vision.tracking.iou_tracker import UNCONFIRMED
 
@@ -246,3 +250,51 @@ def test_real_video_iou_tracker_switch_budget() -> None:
     walkers = _track_vtest("iou")
     assert sum(_id_switches(ids) for ids in walkers.values()) <= 5, walkers
     assert _id_switches(walkers["right_entrant"]) == 0
+
+
+# --- counter configuration (the tracker node's lines / zones parameters) ---------------------
+
+
+def test_parse_counters_accepts_lines_and_zones() -> None:
+    (line,) = parse_counters(["door: 0,300 768,300"], "line")
+    assert line == CounterSpec("door", ((0.0, 300.0), (768.0, 300.0)))
+    (zone,) = parse_counters(["", "bench: 10,10 100,10 100,80"], "zone")
+    assert zone.name == "bench" and len(zone.points) == 3
+
+
+@pytest.mark.parametrize(
+    ("entries", "kind", "message"),
+    [
+        (["0,300 768,300"], "line", "expected 'NAME: x1,y1 x2,y2 ...'"),
+        (["door: 0,300"], "line", "line 'door': needs exactly 2 points, got 1"),
+        (["door: 0,300 768;300"], "line", "line 'door': point '768;300' is not x,y"),
+        (["door: 5,5 5,5"], "line", "end points must differ"),
+        (["pen: 0,0 1,1"], "zone", "zone 'pen': needs at least 3 points, got 2"),
+        (["a: 0,0 1,1", "a: 2,2 3,3"], "line", "repeated: a"),
+    ],
+)
+def test_parse_counters_errors_name_the_entry(entries: list[str], kind: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_counters(entries, kind)
+
+
+def test_counters_report_lines_and_zones_per_frame() -> None:
+    counters = Counters(
+        parse_counters(["mid: 0,50 100,50"], "line"),
+        parse_counters(["low: 0,60 100,60 100,100 0,100"], "zone"),
+    )
+    # One walker moving down across y=50 (anchor = box bottom), one standing in the zone.
+    frames = [((10, 20, 30, 40), (60, 70, 80, 90)), ((10, 40, 30, 55), (60, 70, 80, 90))]
+    results = []
+    for walker, stander in frames:
+        dets = Detections(
+            np.array([walker, stander], np.float32),
+            np.array([0.9, 0.9], np.float32),
+            np.array([0, 0], np.int32),
+            track_ids=np.array([1, 2], np.int64),
+        )
+        results.append({r.name: r for r in counters.update(dets)})
+    assert (results[0]["mid"].count_in, results[0]["mid"].track_ids) == (0, [])
+    assert (results[1]["mid"].count_in, results[1]["mid"].count_out) == (1, 0)
+    assert results[1]["mid"].track_ids == [1]
+    assert (results[1]["low"].occupancy, results[1]["low"].track_ids) == (1, [2])
