@@ -17,7 +17,11 @@ from collections.abc import Sequence
 
 from edge_vision import __version__
 
-SUBCOMMANDS: tuple[str, ...] = ("edge_vision.cli.launch", "edge_vision.cli.models")
+SUBCOMMANDS: tuple[str, ...] = (
+    "edge_vision.cli.launch",
+    "edge_vision.cli.models",
+    "edge_vision.cli.events",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -80,6 +81,12 @@ def _event(r: sqlite3.Row) -> Event:
         state=EventState(r["state"]),
         attributes=json.loads(r["attributes"]),
     )
+
+
+def default_database() -> str:
+    """``$XDG_DATA_HOME/edge_vision/events.db`` (``~/.local/share/...`` by default)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "edge_vision" / "events.db")
 
 
 class EventStore:

@@ -19,7 +19,6 @@ clock from the last frame stamp. At shutdown every open event is ended and store
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -29,7 +28,7 @@ from typing import Any
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
-from edge_vision.events import Event, EventAggregator, EventStore
+from edge_vision.events import Event, EventAggregator, EventStore, default_database
 from edge_vision.msg import ActionWindow
 from edge_vision.msg import Event as EventMsg
 from edge_vision.ros import diagnostics
@@ -43,12 +42,6 @@ from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
 from edge_vision.ros.qos import latched_qos
 from edge_vision.srv import QueryEvents
-
-
-def default_database() -> str:
-    """``$XDG_DATA_HOME/edge_vision/events.db`` (``~/.local/share/...`` by default)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return str(Path(base) / "edge_vision" / "events.db")
 
 
 def events_qos(depth: int = 1000) -> QoSProfile:
