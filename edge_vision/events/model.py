@@ -43,7 +43,7 @@ class Event:
 
     @property
     def duration_s(self) -> float:
-        return (self.end_ns - self.begin_ns) * 1e-9
+        return (self.end_ns - self.begin_ns) / 1e9  # exact for ms values; * 1e-9 is not
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: state by name (readable in exports), bbox as a list."""
