@@ -127,6 +127,23 @@ class EventAggregator:
             out.append(ev)
         return out
 
+    def annotate(self, track_id: str, attributes: Mapping[str, str]) -> Event | None:
+        """Merge ``attributes`` (e.g. the zone a track is in) into the open track's record.
+
+        Returns an UPDATE when that changed an open event's attributes, so that rules on
+        attributes see the change at once; otherwise None (an unknown track, a candidate not
+        yet an event, or nothing new).
+        """
+        t = self._tracks.get(("track", track_id))
+        if t is None or all(t.attributes.get(k) == v for k, v in attributes.items()):
+            return None
+        t.attributes.update(attributes)
+        return self._emit(t, EventState.UPDATE) if t.event_id is not None else None
+
+    def tracked_ids(self) -> list[str]:
+        """Track ids with a candidate or an open event."""
+        return [tid for kind, tid in self._tracks if kind == "track"]
+
     def tick(self, stamp_ns: int) -> list[Event]:
         """Only the END check, for frames with nothing to report (e.g. a timer)."""
         return self._expire(stamp_ns)

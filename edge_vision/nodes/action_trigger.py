@@ -212,6 +212,7 @@ class ActionTriggerNode(EdgeVisionNode):
         msg = Alert(action=action, text=text, event=event_to_msg(event))
         msg.header.stamp = ns_to_stamp(event.end_ns)
         self._alerts_pub.publish(msg)
+        self.get_logger().info(f"alert {action}: {text}")
 
     def request_recording(
         self, event: Event, duration_s: float, max_duration_s: float, pre_s: float

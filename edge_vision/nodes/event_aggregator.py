@@ -5,8 +5,11 @@ Topics: subscribes ``detections`` (vision_msgs/Detection2DArray, usually the tra
 with ``labels`` (LabelInfo), ``classification`` (vision_msgs/Classification, top-1 above
 ``classification_threshold``) with ``classification_labels``, and ``action_windows``
 (edge_vision/ActionWindow, top-1 above ``action_threshold``; per-track windows keep their track)
-with ``action_labels``. Publishes ``events`` (edge_vision/Event, reliable, on NEW, throttled
-UPDATE and END), ``/diagnostics``.
+with ``action_labels``; and the tracker's ``counts`` (edge_vision/CountArray), which become
+attributes of the tracked objects' events: ``zone`` (comma-separated names of the zones the
+object is in now, empty when none) and ``line.<name>`` = ``crossed`` once it crossed that line;
+a change publishes an UPDATE at once, so rules can act on zones. Publishes ``events``
+(edge_vision/Event, reliable, on NEW, throttled UPDATE and END), ``/diagnostics``.
 Services: ``~/query`` (edge_vision/srv/QueryEvents).
 
 Every event message is committed to the database before it is published, so a subscriber (or
@@ -29,7 +32,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from vision_msgs.msg import Classification, Detection2DArray, LabelInfo
 
 from edge_vision.events import Event, EventAggregator, EventStore, default_database
-from edge_vision.msg import ActionWindow
+from edge_vision.msg import ActionWindow, Count, CountArray
 from edge_vision.msg import Event as EventMsg
 from edge_vision.ros import diagnostics
 from edge_vision.ros.conversions import (
@@ -182,6 +185,7 @@ class EventAggregatorNode(EdgeVisionNode):
         self.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
         self.create_subscription(Classification, "classification", self._on_classification, 10)
         self.create_subscription(ActionWindow, "action_windows", self._on_action_window, 10)
+        self.create_subscription(CountArray, "counts", self._on_counts, 10)
         self.create_service(QueryEvents, "~/query", self._on_query)
         self.create_timer(0.2, self._on_timer)
         self._diag = diagnostics.DiagnosticsPublisher(self, self._status)
@@ -260,6 +264,33 @@ class EventAggregatorNode(EdgeVisionNode):
                 track_id=msg.track_id,
                 bbox=(cx - hw, cy - hh, cx + hw, cy + hh),
             )
+            self._emit(events, msg.header.frame_id)
+
+    def _on_counts(self, msg: CountArray) -> None:
+        zones: dict[str, list[str]] = {}
+        crossed: dict[str, dict[str, str]] = {}
+        has_zones = False
+        for count in msg.counts:
+            if count.kind == Count.KIND_ZONE:
+                has_zones = True
+                for tid in count.track_ids:
+                    zones.setdefault(tid, []).append(count.name)
+            else:
+                for tid in count.track_ids:
+                    crossed.setdefault(tid, {})[f"line.{count.name}"] = "crossed"
+        aggregator = self._inputs["detection"].aggregator
+        events: list[Event] = []
+        with self._lock:
+            tids = set(crossed)
+            if has_zones:
+                tids.update(aggregator.tracked_ids())
+            for tid in tids:
+                attributes = dict(crossed.get(tid, {}))
+                if has_zones:
+                    attributes["zone"] = ",".join(sorted(zones.get(tid, [])))
+                event = aggregator.annotate(tid, attributes)
+                if event is not None:
+                    events.append(event)
             self._emit(events, msg.header.frame_id)
 
     def _on_timer(self) -> None:

@@ -85,6 +85,8 @@ class InferenceLoop(Generic[T]):
             try:
                 stamp_ns = self._process(item)
             except Exception as exc:  # one bad frame must not stop the node
+                if not self._node.context.ok():
+                    return  # shutting down: the last frame's publish fails, nothing to report
                 self._failed(exc)
                 continue
             if stamp_ns is None:

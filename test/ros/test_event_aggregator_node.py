@@ -189,3 +189,38 @@ def test_untracked_events_end_on_silence_and_the_query_service_filters(ros, star
         (last,) = store.query(since_ns=t0 + 5 * 10**9)
     assert last.id == events.messages[0].id
     assert last.state == EventState.END and last.frames == 2
+
+
+def test_tracker_zones_become_event_attributes(ros, start_node, tmp_path):
+    ns = "ev3"
+    start_node("tracker", namespace=ns, parameters={"zones": ["door: 0,100 640,100 640,480 0,480"]})
+    start_node(
+        "event_aggregator",
+        namespace=ns,
+        parameters={"database": str(tmp_path / "e.db"), "min_frames": 2, "end_after_s": 5.0},
+        remappings={"detections": "tracks"},
+    )
+    pub = ros.node.create_publisher(Detection2DArray, f"/{ns}/detections", 10)
+    events = ros.subscribe(EventMsg, f"/{ns}/events", qos=events_qos())
+    _wait_until(lambda: pub.get_subscription_count() > 0, 15, "tracker subscribed")
+    assert ros.wait_for_publisher(f"/{ns}/events")
+    time.sleep(0.5)
+    t0 = 1_700_000_000 * 10**9
+    for i in range(15):  # box bottom 40, 50, ... 180: enters the door zone (y >= 100) at i = 6
+        box = np.array([[100, 10 * i - 20, 140, 10 * i + 40]], np.float32)
+        dets = Detections(box, np.array([0.9], np.float32), np.array([0], np.int32))
+        pub.publish(detections_to_msg(dets, Header(stamp=ns_to_stamp(t0 + i * 10**8))))
+        time.sleep(0.05)
+    _wait_until(
+        lambda: any(
+            {kv.key: kv.value for kv in m.attributes}.get("zone") == "door" for m in events.messages
+        ),
+        10,
+        "an event with zone=door",
+    )
+    zones = [{kv.key: kv.value for kv in m.attributes}.get("zone") for m in events.messages]
+    assert len({m.id for m in events.messages}) == 1  # one walker, one event
+    # Outside first (empty zone), then in the door zone, announced by an UPDATE.
+    assert "" in zones and zones.index("") < zones.index("door")
+    door = events.messages[zones.index("door")]
+    assert door.state == EventMsg.STATE_UPDATE and stamp_to_ns(door.end) >= t0 + 6 * 10**8

@@ -289,3 +289,23 @@ def test_events_survive_kill_9(tmp_path: Path) -> None:
     missing = [i for i in acked if i not in stored]
     assert missing == []
     assert all(stored[i] == int(EventState.END) for i in acked)
+
+
+def test_annotate_updates_an_open_tracked_event_once_per_change() -> None:
+    agg = EventAggregator("cam0", "m", min_frames=1, update_every_s=100.0)
+    tracked = Detections(
+        np.array([[0, 0, 10, 10]], np.float32),
+        np.array([0.5], np.float32),
+        np.array([0], np.int32),
+        track_ids=np.array([4], np.int64),
+        labels=["person"],
+    )
+    (new,) = agg.update(tracked, 1_000)
+    assert agg.annotate("9", {"zone": "door"}) is None  # unknown track
+    update = agg.annotate("4", {"zone": "door"})
+    assert update is not None and update.id == new.id
+    assert (update.state, update.attributes) == (EventState.UPDATE, {"zone": "door"})
+    assert agg.annotate("4", {"zone": "door"}) is None  # nothing new
+    assert agg.tracked_ids() == ["4"]
+    (end,) = agg.flush()
+    assert end.attributes == {"zone": "door"}
