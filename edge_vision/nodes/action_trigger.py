@@ -29,7 +29,7 @@ from typing import Any
 
 from std_srvs.srv import Trigger
 
-from edge_vision.actions import Action, ActionError, ActionRunner, PropertySpec
+from edge_vision.actions import Action, ActionError, ActionRunner, EventFilter, PropertySpec
 from edge_vision.actions.registry import discover_action_types
 from edge_vision.events import Event
 from edge_vision.msg import Alert
@@ -43,6 +43,7 @@ from edge_vision.ros.parameters import Param, ParameterBinding
 from edge_vision.rules import RuleError, RuleSet, load_rules
 from edge_vision.srv import Record
 
+_FILTER_PROPERTIES = {name for name in EventFilter.properties() if name not in Action.properties()}
 _INSTANCE = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*:\s*([A-Za-z][A-Za-z0-9_.-]*)\s*$")
 
 
@@ -117,7 +118,7 @@ def _param_for(spec: PropertySpec, owner: str, action: Action) -> Param:
 
     def check(value: Any) -> str | None:
         try:
-            action.validate_property(spec.name, spec.coerce(value, owner))
+            action.validate_property(spec.name, spec.coerce(_clean(value), owner))
         except (ValueError, ActionError) as exc:
             return str(exc)
         return None
@@ -161,7 +162,14 @@ class ActionTriggerNode(EdgeVisionNode):
                         f"action {name!r}: unknown type {type_name!r}; known: "
                         f"{', '.join(sorted(types))}"
                     )
-                self._add_instance(name, cls)
+                try:
+                    self._add_instance(name, cls)
+                except NodeConfigError:
+                    raise
+                except Exception as exc:  # a plugin's constructor or a bad property value
+                    raise NodeConfigError(
+                        f"action {name!r} ({type_name}): {type(exc).__name__}: {exc}"
+                    ) from exc
         except ValueError as exc:
             raise NodeConfigError(str(exc)) from exc
 
@@ -194,10 +202,12 @@ class ActionTriggerNode(EdgeVisionNode):
         binding = ParameterBinding(
             self,
             specs,
-            on_change=lambda changed, a=action: a.set_properties(dict(changed)),
+            on_change=lambda changed, a=action: a.set_properties(
+                {k: _clean(v) for k, v in changed.items()}
+            ),
             namespace=name,
         )
-        action.set_properties(dict(binding.values))
+        action.set_properties({k: _clean(v) for k, v in binding.values.items()})
         self.bindings[name] = binding
         self.runners[name] = ActionRunner(
             action, self.params["queue_size"], logger=self.get_logger()
@@ -219,7 +229,7 @@ class ActionTriggerNode(EdgeVisionNode):
     ) -> str:
         client = self._recorder
         service = self.resolve_service_name(client.srv_name)
-        if not client.wait_for_service(timeout_sec=0.5):
+        if not client.service_is_ready():  # no waiting: a missing recorder must not block
             raise ActionError(f"no recorder: service {service} is not available")
         request = Record.Request(
             event_id=event.id,
@@ -243,8 +253,20 @@ class ActionTriggerNode(EdgeVisionNode):
     # -- rules ------------------------------------------------------------------------------------
     def _load(self, path: str) -> RuleSet:
         rules = load_rules(path)
-        known = {name: set(r.action.properties()) for name, r in self.runners.items()}
+        # A rule may override what an action reads per firing, not the instance's filters.
+        known = {
+            name: set(r.action.properties()) - _FILTER_PROPERTIES
+            for name, r in self.runners.items()
+        }
         rules.check_actions(known)
+        for rule in rules:
+            action = self.runners[rule.action.name].action
+            try:
+                type(action).check_args(rule.action.args, rule.action.name)
+            except ValueError as exc:
+                raise RuleError(
+                    str(exc), rule=rule.name, field="action", source=rules.source
+                ) from exc
         return rules
 
     def _check_rules_param(self, params: list[Any]) -> Any:
@@ -346,6 +368,13 @@ class ActionTriggerNode(EdgeVisionNode):
     def close(self) -> None:
         for runner in self.runners.values():
             runner.close(timeout=2.0)
+
+
+def _clean(value: Any) -> Any:
+    """String arrays drop empty entries: [''] is how `ros2 param set` sends an empty list."""
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v for v in value if v.strip()]
+    return value
 
 
 def _mtime(path: str) -> float | None:

@@ -266,3 +266,24 @@ def test_invalid_configuration_stops_at_start_with_the_reason(start_node, tmp_pa
     proc = start_node("action_trigger", namespace="at5", parameters={"actions": ["x: nope"]})
     assert proc.wait(20) == 2
     assert "action 'x': unknown type 'nope'" in proc.output()
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        # A value the property refuses is found when the rules load, not when the rule fires.
+        ("{name: log, level: loud}", "rule 'r', field 'action': log.level"),
+        # Filters belong to the instance: a rule cannot override them.
+        ("{name: log, labels: [car]}", "rule 'r', field 'action.labels'"),
+    ],
+)
+def test_rule_arguments_are_checked_at_load(start_node, tmp_path, action, message):
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(f"- name: r\n  action: {action}\n")
+    proc = start_node(
+        "action_trigger",
+        namespace="at6",
+        parameters={"rules_file": str(rules_file), "actions": ["log: log"]},
+    )
+    assert proc.wait(20) == 2
+    assert message in proc.output(), proc.output()
