@@ -106,6 +106,8 @@ def test_real_video_events_survive_kill_9_of_the_aggregator(ros, start_node, tmp
             if e.state == EventState.END:
                 assert stored.state == EventState.END and stored.frames == e.frames
 
+    print(f"kill -9 after {len(published)} event messages of {len(first)} events; all stored")
+
     # Restart on the same database: it opens, keeps the old events and adds new ones.
     before = {e.id for e in published}
     events.clear()
