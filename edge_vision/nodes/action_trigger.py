@@ -390,7 +390,7 @@ def create_node(args: list[str]) -> ActionTriggerNode:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(ActionTriggerNode, args, threads=4)
+    return run_node(ActionTriggerNode, args, threads=1)
 
 
 if __name__ == "__main__":

@@ -382,7 +382,7 @@ def create_node(args: list[str]) -> EventAggregatorNode:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(EventAggregatorNode, args, threads=2)
+    return run_node(EventAggregatorNode, args, threads=1)
 
 
 if __name__ == "__main__":

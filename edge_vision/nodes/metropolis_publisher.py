@@ -154,7 +154,7 @@ def create_node(args: list[str]) -> MetropolisPublisherNode:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(MetropolisPublisherNode, args, threads=2)
+    return run_node(MetropolisPublisherNode, args, threads=1)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def create_node(args: list[str]) -> TrackerNode:
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(TrackerNode, args, threads=2)
+    return run_node(TrackerNode, args, threads=1)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    SingleThreadedExecutor,
+)
 from rclpy.node import Node
 from rclpy.task import Future
 
@@ -48,7 +52,11 @@ def run_node(
     exit_code = 0
     try:
         node = factory()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        # One thread where callbacks never block: rclpy's multi-threaded executor costs CPU and
+        # adds latency spikes of 100+ ms under load (bench/events_actions.py, tracker node).
+        executor = (
+            SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
+        )
         executor.add_node(node)
         executor.spin_until_future_complete(node.finished)
         if node.finished.done():
