@@ -155,7 +155,7 @@ class VideoSourceNode(EdgeVisionNode):
             self._reopen.clear()
             source = self._open()
             if source is None:
-                live = self._kind in ("v4l2", "rtsp")
+                live = self._kind in ("v4l2", "rtsp", "webrtc")
                 # Files that are missing or corrupt wait for a new uri; devices and streams retry.
                 self._wake.wait(retry if live else None)
                 self._wake.clear()

@@ -92,8 +92,9 @@ def test_windows_are_skipped_not_queued_when_inference_is_too_slow(ros, start_no
     windows.wait_for(6, timeout=120)
     msgs, arrivals = list(windows.messages), list(windows.arrival_ns)
     lag_s = [(a - stamp_to_ns(m.end)) / 1e9 for m, a in zip(msgs, arrivals, strict=True)]
-    # Bounded lag: about one inference, and not growing from window to window.
-    assert max(lag_s[2:]) < 3.0, lag_s
+    # Bounded lag: about one inference (0.5 s idle; 3.6 s measured with the 2-core CI machine
+    # loaded 8 deep), and not growing from window to window as a queue would make it.
+    assert max(lag_s[2:]) < 6.0, lag_s
     assert lag_s[-1] < lag_s[2] + 1.0, lag_s
     indices = [m.window_index for m in msgs]
     assert max(np.diff(indices)) > 1  # gaps: windows formed but skipped

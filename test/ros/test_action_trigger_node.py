@@ -232,7 +232,8 @@ def test_user_plugin_from_a_folder_follows_parameter_sets_and_survives_a_raising
     pub.publish(event_to_msg(_event("p3", 0.5)))
     _wait_until(lambda: len(lines()) == 3, 15, "a third count")
     assert lines()[-1] == "B 3 p3"  # the new message, while the pipeline runs
-    assert trigger.output().count("boom p") == 3  # raised and logged each time; others went on
+    # The raising plugin was logged each time (on its own worker); the others went on.
+    _wait_until(lambda: trigger.output().count("boom p") == 3, 15, "three boom errors logged")
     assert trigger.alive()
 
     # A broken rules file on disk is refused on reload; the last good rules keep working.

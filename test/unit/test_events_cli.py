@@ -141,11 +141,11 @@ def test_follow_prints_new_updated_and_ended_events(tmp_path: Path) -> None:
         assert (first["id"], first["state"]) == ("event0007", "NEW")
         live.state, live.frames, live.end_ns = EventState.UPDATE, 30, live.end_ns + 10**9
         store.put(live)
-        time.sleep(0.5)  # several polls: the UPDATE is printed on its own
+        update = json.loads(proc.stdout.readline())  # printed before the END is written
         live.state, live.frames = EventState.END, 31
         store.put(live)
-        states = [json.loads(proc.stdout.readline()) for _ in range(2)]
-        assert [(d["state"], d["frames"]) for d in states] == [("UPDATE", 30), ("END", 31)]
+        end = json.loads(proc.stdout.readline())
+        assert [(d["state"], d["frames"]) for d in (update, end)] == [("UPDATE", 30), ("END", 31)]
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(10) == 0

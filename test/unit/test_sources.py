@@ -355,13 +355,13 @@ def test_register_scheme_for_future_sources() -> None:
         seen["uri"], seen["room"] = uri, options.pop("room", None)
         return TestPatternSource(width=32, height=32, limit=1)
 
-    register_scheme("webrtc", build)
+    register_scheme("demo", build)
     try:
-        source = create_source("webrtc://0.0.0.0:8080?room=lobby")
+        source = create_source("demo://0.0.0.0:8080?room=lobby")
         assert isinstance(source, TestPatternSource)
-        assert seen == {"uri": "webrtc://0.0.0.0:8080", "room": "lobby"}
+        assert seen == {"uri": "demo://0.0.0.0:8080", "room": "lobby"}
     finally:
-        factory_module._BUILDERS.pop("webrtc")
+        factory_module._BUILDERS.pop("demo")
 
 
 # -- ReconnectingSource (scripted source, no network) -----------------------------------------
