@@ -16,11 +16,10 @@ from edge_vision.cli.events import parse_time
 from edge_vision.cli.main import main
 from edge_vision.events import Event, EventState, EventStore
 
-NOW = time.time_ns()
-
 
 def _event(i: int, label: str, max_score: float, state: EventState, age_s: float) -> Event:
-    end = NOW - int(age_s * 1e9)
+    # Ages are from now, not from import time: `follow` starts one minute back from its start.
+    end = time.time_ns() - int(age_s * 1e9)
     return Event(
         id=f"event{i:04d}",
         stream="cam0",
