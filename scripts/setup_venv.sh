@@ -83,6 +83,19 @@ if ! "$PY" -c 'import edge_vision.cli.main' 2>/dev/null || [[ "$ROOT/pyproject.t
   touch "$VENV/.edge_vision_pkg"
 fi
 
+# --- browser test driver: playwright-core from npm (package.json; Chromium is the apt one) ---
+# Without Node.js 20+ and npm the browser tests skip themselves; nothing else needs node.
+if command -v npm >/dev/null && node -e 'process.exit(parseInt(process.versions.node) >= 20 ? 0 : 1)'; then
+  lock_hash=$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)
+  stamp="$ROOT/node_modules/.edge_vision_npm"  # inside node_modules: `npm ci` or rm resets it
+  if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$lock_hash" ]]; then
+    log "npm ci (playwright-core, drives Chromium in the browser tests)"
+    (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" >"$stamp"
+  fi
+else
+  log "no Node.js 20+ with npm: browser tests will be skipped"
+fi
 
 # `source .venv/bin/activate` users get the venv's ament index (the wheels ship no setup.bash).
 if ! grep -q '# edge_vision: ament index' "$VENV/bin/activate"; then

@@ -12,6 +12,8 @@ Accepted forms (query parameters are options too; keyword options win over them)
                                            the default pattern)
 ``/dev/video0``, ``v4l2:///dev/video0``    ``V4L2Source``
 ``rtsp://[user:pass@]host[:port]/path``    ``RtspSource`` in a ``ReconnectingSource``
+``webrtc://127.0.0.1:8089``                ``WebRtcSource``: serves a page there that sends
+                                           a browser's camera over WebRTC
 =========================================  ===============================================
 
 Options understood by every source (ignored where they mean nothing):
@@ -20,10 +22,12 @@ rate), ``width``/``height`` (test patterns: size; V4L2: requested size).
 Source-specific options: ``pattern`` (folder glob), ``limit`` (test pattern frame count),
 ``input_format`` (V4L2), ``transport``, ``open_timeout_s``, ``read_timeout_s``,
 ``queue_size`` (RTSP/V4L2), ``reconnect`` (RTSP, default true), ``retry_initial``,
-``initial_backoff_s``, ``max_backoff_s``, ``backoff_factor``, ``jitter`` (reconnection).
+``initial_backoff_s``, ``max_backoff_s``, ``backoff_factor``, ``jitter`` (reconnection);
+``read_timeout_s``, ``open_timeout_s``, ``queue_size``, ``certfile``, ``keyfile``,
+``ice_addresses`` (WebRTC; ``width``/``height``/``fps`` are the camera it asks for).
 An option no source knows raises ``SourceOpenError``.
 
-New schemes (``webrtc://`` is planned) register a builder with ``register_scheme``.
+New schemes register a builder with ``register_scheme`` (``webrtc://`` does, below).
 """
 
 from __future__ import annotations
@@ -185,7 +189,6 @@ _BUILDERS: dict[str, SourceBuilder] = {
     "v4l2": _build_v4l2,
     "rtsp": _build_rtsp,
     "rtsps": _build_rtsp,
-    # "webrtc": added by edge_vision's WebRTC ingest through register_scheme().
 }
 # Schemes whose query string is part of the remote URL rather than our options.
 _OPAQUE_QUERY: set[str] = {"rtsp", "rtsps"}
@@ -254,3 +257,13 @@ def open_source(uri: str, **options: Any) -> VideoSource:
     source = create_source(uri, **options)
     source.open()
     return source
+
+
+def _build_webrtc(uri: str, options: dict[str, Any]) -> VideoSource:
+    # Imported on use: aiortc is only loaded by those who ask for a webrtc:// source.
+    from edge_vision.sources.webrtc_source import build_webrtc_source
+
+    return build_webrtc_source(uri, options)
+
+
+register_scheme("webrtc", _build_webrtc)
