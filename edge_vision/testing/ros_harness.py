@@ -267,6 +267,12 @@ class Collector:
             self.arrival_ns.clear()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; TimeoutError naming ``what`` after ``timeout`` s."""
+    if not _poll(condition, timeout, interval=0.05):
+        raise TimeoutError(f"{what} not reached in {timeout} s")
+
+
 def _poll(condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

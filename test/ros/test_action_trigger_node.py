@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,20 +19,13 @@ from edge_vision.msg import Event as EventMsg
 from edge_vision.nodes.event_aggregator import events_qos
 from edge_vision.ros.conversions import event_to_msg
 from edge_vision.srv import Record
+from edge_vision.testing.ros_harness import wait_until
 
 pytestmark = pytest.mark.ros
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "config" / "rules"
 T0 = 1_700_000_000 * 10**9
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
 
 
 def _event(
@@ -93,7 +86,7 @@ def hook() -> Iterator[_Hook]:
 
 def _publisher(ros, topic: str):
     pub = ros.node.create_publisher(EventMsg, topic, events_qos())
-    _wait_until(lambda: pub.get_subscription_count() > 0, 20, f"a subscriber on {topic}")
+    wait_until(lambda: pub.get_subscription_count() > 0, 20, f"a subscriber on {topic}")
     time.sleep(0.3)  # both sides matched
     return pub
 
@@ -138,7 +131,7 @@ def test_edgematrix_sample_rules_record_and_upload_exactly_when_they_should(
         pub.publish(event_to_msg(_event("short", 0.1, EventState.END, 1.29)))
         pub.publish(event_to_msg(_event("long", 0.1, EventState.END, 1.3)))
         pub.publish(event_to_msg(_event("open", 0.1, EventState.UPDATE, 5.0)))
-        _wait_until(lambda: len(requests) >= 1 and 200 in hook.codes, 20, "record and upload")
+        wait_until(lambda: len(requests) >= 1 and 200 in hook.codes, 20, "record and upload")
         time.sleep(1.0)  # anything else that would (wrongly) fire has time to arrive
     finally:
         ros.node.destroy_service(service)
@@ -218,7 +211,7 @@ def test_user_plugin_from_a_folder_follows_parameter_sets_and_survives_a_raising
 
     pub.publish(event_to_msg(_event("p1", 0.5)))
     pub.publish(event_to_msg(_event("p2", 0.95)))
-    _wait_until(lambda: len(lines()) == 2, 15, "two counts")
+    wait_until(lambda: len(lines()) == 2, 15, "two counts")
     assert lines() == ["A 1 p1", "A 2 p2"]
     alerts.wait_for(1, timeout=10)
     assert alerts.messages[0].text == "person at cam0 (0.95)"
@@ -230,10 +223,10 @@ def test_user_plugin_from_a_folder_follows_parameter_sets_and_survives_a_raising
     (ok,) = ros.set_parameters(trigger.fqn, {"counter.message": "B {count} {id}"})
     assert ok.successful, ok.reason
     pub.publish(event_to_msg(_event("p3", 0.5)))
-    _wait_until(lambda: len(lines()) == 3, 15, "a third count")
+    wait_until(lambda: len(lines()) == 3, 15, "a third count")
     assert lines()[-1] == "B 3 p3"  # the new message, while the pipeline runs
     # The raising plugin was logged each time (on its own worker); the others went on.
-    _wait_until(lambda: trigger.output().count("boom p") == 3, 15, "three boom errors logged")
+    wait_until(lambda: trigger.output().count("boom p") == 3, 15, "three boom errors logged")
     assert trigger.alive()
 
     # A broken rules file on disk is refused on reload; the last good rules keep working.
@@ -242,7 +235,7 @@ def test_user_plugin_from_a_folder_follows_parameter_sets_and_survives_a_raising
     )
     assert trigger.wait_for_output("rule 'broken', field 'and[0].key'", timeout=10)
     pub.publish(event_to_msg(_event("p4", 0.5)))
-    _wait_until(lambda: len(lines()) == 4, 15, "a count under the last good rules")
+    wait_until(lambda: len(lines()) == 4, 15, "a count under the last good rules")
     # Setting rules_file to a broken file is refused with the rule and field.
     bad_file = tmp_path / "bad.yaml"
     bad_file.write_text(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from edge_vision.ros.image_conversion import stamp_to_ns
 from edge_vision.ros.qos import latched_qos
 from edge_vision.srv import LoadModel
 from edge_vision.testing.media import OPENCV_DATA, VTEST, require
+from edge_vision.testing.ros_harness import wait_until
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -57,13 +57,6 @@ def _frame_pipeline(start_node, ns: str, folder: Path, **classifier_params):
     )
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
-
 
 def _top1(msg: Classification, labels: list[str]) -> str:
     best = max(msg.results, key=lambda r: r.score)
@@ -82,7 +75,7 @@ def test_frame_mode_names_the_orange_with_the_image_stamp_and_takes_parameters_l
     def later() -> list[Classification]:
         return [m for m in list(results.messages) if stamp_to_ns(m.header.stamp) >= first_image]
 
-    _wait_until(lambda: len(later()) >= 3, 60, "3 classifications")
+    wait_until(lambda: len(later()) >= 3, 60, "3 classifications")
     (info,) = ros.collect(LabelInfo, "/c1/labels", 1, timeout=10, qos=latched_qos())
     labels = labels_from_label_info(info)
     assert len(labels) == 1000  # ImageNet
@@ -106,7 +99,7 @@ def test_frame_mode_names_the_orange_with_the_image_stamp_and_takes_parameters_l
     }
     results.clear()
     # Messages already in flight may still carry 5 results; the new top_k shows up right after.
-    _wait_until(lambda: any(len(m.results) == 2 for m in results.messages), 30, "top_k 2")
+    wait_until(lambda: any(len(m.results) == 2 for m in results.messages), 30, "top_k 2")
     newest = next(m for m in results.messages if len(m.results) == 2)
     assert _top1(newest, labels) == "orange"  # the smoothed average of one image is the image
     assert classifier.alive() and "Traceback" not in classifier.output()
@@ -141,7 +134,7 @@ def test_detections_mode_attaches_imagenet_classes_to_every_detected_object(ros,
             and (after_ns or out.detections)
         ]
 
-    _wait_until(lambda: len(by_stamp()) >= 3, 90, "3 classified frames with objects")
+    wait_until(lambda: len(by_stamp()) >= 3, 90, "3 classified frames with objects")
     (info,) = ros.collect(LabelInfo, f"/{ns}/classifier_labels", 1, timeout=10, qos=latched_qos())
     assert len(labels_from_label_info(info)) == 1000
 
@@ -160,7 +153,7 @@ def test_detections_mode_attaches_imagenet_classes_to_every_detected_object(ros,
     ok = ros.set_parameters(classifier.fqn, {"classes": ["car"]})
     assert ok[0].successful, ok[0].reason
     applied_ns = time.time_ns()  # frames captured from now on are classified with the new list
-    _wait_until(lambda: len(by_stamp(applied_ns)) >= 3, 60, "3 frames after the change")
+    wait_until(lambda: len(by_stamp(applied_ns)) >= 3, 60, "3 frames after the change")
     coco = labels_from_label_info(
         ros.collect(LabelInfo, f"/{ns}/labels", 1, timeout=10, qos=latched_qos())[0]
     )
@@ -206,7 +199,7 @@ def test_a_corrupt_model_and_a_bad_frame_are_refused_and_classification_goes_on(
         )
 
     try:
-        _wait_until(errors_reported, 30, "an error in diagnostics")
+        wait_until(errors_reported, 30, "an error in diagnostics")
     finally:
         ros.node.destroy_publisher(publisher)
         diagnostics.destroy()

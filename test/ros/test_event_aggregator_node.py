@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,10 @@ from edge_vision.ros.conversions import detections_to_msg, msg_to_event
 from edge_vision.ros.image_conversion import ns_to_stamp, stamp_to_ns
 from edge_vision.srv import QueryEvents
 from edge_vision.testing.media import VTEST, require
+from edge_vision.testing.ros_harness import wait_until
 
 pytestmark = pytest.mark.ros
 
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
 
 
 def _integrity(db: Path) -> str:
@@ -73,7 +66,7 @@ def test_real_video_events_survive_kill_9_of_the_aggregator(ros, start_node, tmp
     # vtest.avi has walkers, and a false "truck" now and then: track people only.
     start_node("tracker", namespace=ns, parameters={"classes": ["person"]})
     # Walkers come and go in vtest.avi: wait for a good number of messages including ENDs.
-    _wait_until(
+    wait_until(
         lambda: (
             len(events.messages) >= 25
             and any(m.state == EventMsg.STATE_END for m in events.messages)
@@ -117,7 +110,7 @@ def test_real_video_events_survive_kill_9_of_the_aggregator(ros, start_node, tmp
         parameters=aggregator_params,
         remappings={"detections": "tracks"},
     )
-    _wait_until(lambda: len(events.messages) >= 3, 60, "events after the restart")
+    wait_until(lambda: len(events.messages) >= 3, 60, "events after the restart")
     assert {m.id for m in events.messages}.isdisjoint(before)
     response = ros.call(
         QueryEvents, f"/{ns}/event_aggregator/query", QueryEvents.Request(limit=1000)
@@ -147,14 +140,14 @@ def test_untracked_events_end_on_silence_and_the_query_service_filters(ros, star
     )
     pub = ros.node.create_publisher(Detection2DArray, f"/{ns}/detections", 10)
     events = ros.subscribe(EventMsg, f"/{ns}/events", qos=events_qos())
-    _wait_until(lambda: pub.get_subscription_count() > 0, 15, "aggregator subscribed")
+    wait_until(lambda: pub.get_subscription_count() > 0, 15, "aggregator subscribed")
     t0 = 1_700_000_000 * 10**9
     # No LabelInfo: labels are the class ids; class 0 scores 0.9, class 1 scores 0.4.
     for i in range(5):
         pub.publish(_label_frame(t0 + i * 100_000_000, [("a", 0.9), ("b", 0.4)]))
         time.sleep(0.05)
     # Then silence: the timer ends both events although no frame says so.
-    _wait_until(
+    wait_until(
         lambda: sum(m.state == EventMsg.STATE_END for m in events.messages) == 2,
         10,
         "two ENDs after the input stopped",
@@ -184,7 +177,7 @@ def test_untracked_events_end_on_silence_and_the_query_service_filters(ros, star
     events.clear()
     pub.publish(_label_frame(t0 + 10 * 10**9, [("c", 0.7)]))
     pub.publish(_label_frame(t0 + 10 * 10**9 + 10**8, [("c", 0.7)]))
-    _wait_until(lambda: len(events.messages) >= 1, 10, "NEW of the third event")
+    wait_until(lambda: len(events.messages) >= 1, 10, "NEW of the third event")
     assert events.messages[0].state == EventMsg.STATE_NEW
     assert aggregator.stop(signal.SIGINT) == 0
     with EventStore(db) as store:
@@ -204,7 +197,7 @@ def test_tracker_zones_become_event_attributes(ros, start_node, tmp_path):
     )
     pub = ros.node.create_publisher(Detection2DArray, f"/{ns}/detections", 10)
     events = ros.subscribe(EventMsg, f"/{ns}/events", qos=events_qos())
-    _wait_until(lambda: pub.get_subscription_count() > 0, 15, "tracker subscribed")
+    wait_until(lambda: pub.get_subscription_count() > 0, 15, "tracker subscribed")
     assert ros.wait_for_publisher(f"/{ns}/events")
     time.sleep(0.5)
     t0 = 1_700_000_000 * 10**9
@@ -213,7 +206,7 @@ def test_tracker_zones_become_event_attributes(ros, start_node, tmp_path):
         dets = Detections(box, np.array([0.9], np.float32), np.array([0], np.int32))
         pub.publish(detections_to_msg(dets, Header(stamp=ns_to_stamp(t0 + i * 10**8))))
         time.sleep(0.05)
-    _wait_until(
+    wait_until(
         lambda: any(
             {kv.key: kv.value for kv in m.attributes}.get("zone") == "door" for m in events.messages
         ),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from edge_vision.outputs.metropolis import parse_object
 from edge_vision.ros.conversions import detections_to_msg
 from edge_vision.ros.image_conversion import ns_to_stamp
 from edge_vision.testing.redis_server import RedisTestServer, redis_server_unavailable_reason
+from edge_vision.testing.ros_harness import wait_until
 
 pytestmark = [
     pytest.mark.ros,
@@ -30,13 +30,6 @@ pytestmark = [
 
 T0 = 1_795_000_000 * 10**9
 
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
 
 
 def _frame(i: int) -> Detection2DArray:
@@ -64,11 +57,11 @@ def test_messages_arrive_and_survive_a_redis_restart(ros, start_node):
         )
         client = redis.Redis(host="127.0.0.1", port=server.port)
         pub = ros.node.create_publisher(Detection2DArray, "/mp1/detections", 100)
-        _wait_until(lambda: pub.get_subscription_count() > 0, 20, "subscriber")
+        wait_until(lambda: pub.get_subscription_count() > 0, 20, "subscriber")
         time.sleep(0.3)
         for i in range(10):
             pub.publish(_frame(i))
-        _wait_until(lambda: client.xlen("owl") == 10, 10, "10 entries")
+        wait_until(lambda: client.xlen("owl") == 10, 10, "10 entries")
         first = _entries(client, "owl")[0]
         assert first["version"] == "4.0" and first["sensorId"] == "mp1"
         # 1 795 000 000 s after the epoch, in UTC with milliseconds.
@@ -91,7 +84,7 @@ def test_messages_arrive_and_survive_a_redis_restart(ros, start_node):
         time.sleep(0.5)
         server.start()
         client = redis.Redis(host="127.0.0.1", port=server.port)
-        _wait_until(lambda: client.exists("owl") and client.xlen("owl") >= 40, 20, "backlog")
+        wait_until(lambda: client.exists("owl") and client.xlen("owl") >= 40, 20, "backlog")
         ids = [int(e["id"]) for e in _entries(client, "owl")]
         # The frame counter is the node's; the 40 buffered frames arrive in order, none lost.
         assert len(ids) == 40 and ids == sorted(ids) and len(set(ids)) == 40
@@ -108,7 +101,7 @@ def test_overflow_while_redis_is_down_is_counted_in_diagnostics(ros, start_node)
         )
         diags = ros.subscribe(DiagnosticArray, "/diagnostics", qos=50)
         pub = ros.node.create_publisher(Detection2DArray, "/mp2/detections", 100)
-        _wait_until(lambda: pub.get_subscription_count() > 0, 20, "subscriber")
+        wait_until(lambda: pub.get_subscription_count() > 0, 20, "subscriber")
         time.sleep(0.3)
         for i in range(12):
             pub.publish(_frame(i))
@@ -123,5 +116,5 @@ def test_overflow_while_redis_is_down_is_counted_in_diagnostics(ros, start_node)
                             return values["dropped (buffer full)"]
             return None
 
-        _wait_until(lambda: dropped() is not None, 10, "diagnostics after 12 frames")
+        wait_until(lambda: dropped() is not None, 10, "diagnostics after 12 frames")
         assert dropped() == "7"  # 12 frames, 5 kept

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -29,19 +28,13 @@ from edge_vision.ros.conversions import event_to_msg
 from edge_vision.ros.image_conversion import ns_to_stamp
 from edge_vision.sources.test_pattern import read_pattern_code
 from edge_vision.srv import Record
+from edge_vision.testing.ros_harness import wait_until
 
 pytestmark = pytest.mark.ros
 
 PATTERN = "test://pattern?width=320&height=240&fps=30"
 PERIOD_NS = 10**9 // 30
 
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not reached in {timeout} s")
-        time.sleep(0.05)
 
 
 def _status(diagnostics, fqn: str):
@@ -83,7 +76,7 @@ def test_record_service_writes_a_clip_covering_the_window(ros, start_node, tmp_p
     out = tmp_path / "clips"
     diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics", qos=QoSProfile(depth=50))
     _, recorder = _pipeline(start_node, "rec1", out, pre_s=2.0, buffer_s=3.0)
-    _wait_until(
+    wait_until(
         lambda: float(_values(diagnostics, recorder.fqn).get("buffer seconds", 0)) >= 2.5,
         30,
         "2.5 s of video in the pre-event buffer",
@@ -100,7 +93,7 @@ def test_record_service_writes_a_clip_covering_the_window(ros, start_node, tmp_p
     path = Path(reply.path)
     assert path.parent == out and path.name.startswith("rec1_") and "manual_test" in path.name
     assert not path.exists()
-    _wait_until(path.exists, 15, f"{path} to appear")
+    wait_until(path.exists, 15, f"{path} to appear")
     appeared = time.time_ns()
     meta = _sidecar(path)
     trigger = meta["trigger_stamp_ns"]
@@ -120,7 +113,7 @@ def test_record_service_writes_a_clip_covering_the_window(ros, start_node, tmp_p
     assert abs(len(got) - (last - first) / PERIOD_NS - 1) <= 1  # ~30 fps, none dropped
     assert meta["event_ids"] == ["ev-1"] and meta["source_topic"] == "/rec1/image_raw"
     assert meta["stream"] == "rec1" and (meta["width"], meta["height"]) == (320, 240)
-    _wait_until(
+    wait_until(
         lambda: _values(diagnostics, recorder.fqn).get("clips written") == "1", 10, "diagnostics"
     )
     values = _values(diagnostics, recorder.fqn)
@@ -190,8 +183,8 @@ def test_action_trigger_record_action_end_to_end_with_a_bag(ros, start_node, tmp
     detections = ros.node.create_publisher(
         Detection2DArray, "/rec2/detections", QoSProfile(depth=10)
     )
-    _wait_until(lambda: events.get_subscription_count() >= 2, 30, "action_trigger and recorder")
-    _wait_until(lambda: detections.get_subscription_count() >= 1, 30, "the recorder on detections")
+    wait_until(lambda: events.get_subscription_count() >= 2, 30, "action_trigger and recorder")
+    wait_until(lambda: detections.get_subscription_count() >= 1, 30, "the recorder on detections")
     assert recorder.wait_for_output("bag topic /rec2/events", 10)
     time.sleep(2.5)  # pre-roll in the buffer
 
@@ -212,7 +205,7 @@ def test_action_trigger_record_action_end_to_end_with_a_bag(ros, start_node, tmp
         detections.publish(detection(n))
         time.sleep(0.05)
     assert trigger.wait_for_output("record record: event person-1 ->", 15), trigger.output()
-    _wait_until(lambda: list(out.glob("*.mp4")), 15, "the clip")
+    wait_until(lambda: list(out.glob("*.mp4")), 15, "the clip")
     (clip,) = out.glob("*.mp4")
     meta = _sidecar(clip)
     assert meta["event_ids"] == ["person-1"] and meta["reasons"] == ["person rec2"]
@@ -252,7 +245,7 @@ def test_kill_9_in_the_middle_of_a_clip_and_the_restart_cleans_up(ros, start_nod
     assert reply.success, reply.message
     final = Path(reply.path)
     temp = final.parent / f".{final.stem}.part" / final.name
-    _wait_until(lambda: temp.exists() and temp.stat().st_size > 50_000, 20, "the clip to grow")
+    wait_until(lambda: temp.exists() and temp.stat().st_size > 50_000, 20, "the clip to grow")
     recorder.process.send_signal(signal.SIGKILL)
     recorder.wait(10)
     assert not final.exists() and list(out.glob("*.mp4")) == []
@@ -339,7 +332,7 @@ def test_a_full_disk_stops_the_clip_with_a_clear_error_and_the_node_stays_up(
         pytest.skip("cannot mount a small tmpfs in a private mount namespace here")
     diagnostics = ros.subscribe(DiagnosticArray, "/diagnostics", qos=QoSProfile(depth=50))
     try:
-        _wait_until(
+        wait_until(
             lambda: float(_values(diagnostics, "/rec4/recorder").get("buffer seconds", 0)) >= 1.0,
             30,
             "a buffered second",
@@ -354,7 +347,7 @@ def test_a_full_disk_stops_the_clip_with_a_clear_error_and_the_node_stays_up(
             Record, "/rec4/recorder/record", Record.Request(event_id="big", duration_s=30.0)
         )
         assert more.success and more.message.startswith("extended"), more.message
-        _wait_until(
+        wait_until(
             lambda: "disk full" in log_path.read_text(errors="replace"), 30, "the disk to fill"
         )
         text = log_path.read_text(errors="replace")
@@ -366,7 +359,7 @@ def test_a_full_disk_stops_the_clip_with_a_clear_error_and_the_node_stays_up(
             status = _status(diagnostics, "/rec4/recorder")
             return status is not None and status.level == b"\x02" and "disk full" in status.message
 
-        _wait_until(error_reported, 10, "ERROR in diagnostics")
+        wait_until(error_reported, 10, "ERROR in diagnostics")
         assert proc.poll() is None  # the node is up
         # A later request: the disk is full again at once (the buffer's bitrate does not fit
         # in what is free), and the reply says so.
