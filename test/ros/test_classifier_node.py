@@ -57,7 +57,6 @@ def _frame_pipeline(start_node, ns: str, folder: Path, **classifier_params):
     )
 
 
-
 def _top1(msg: Classification, labels: list[str]) -> str:
     best = max(msg.results, key=lambda r: r.score)
     return labels[int(best.class_id)]

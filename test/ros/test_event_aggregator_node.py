@@ -27,7 +27,6 @@ from edge_vision.testing.ros_harness import wait_until
 pytestmark = pytest.mark.ros
 
 
-
 def _integrity(db: Path) -> str:
     with sqlite3.connect(db) as conn:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]

@@ -31,7 +31,6 @@ pytestmark = [
 T0 = 1_795_000_000 * 10**9
 
 
-
 def _frame(i: int) -> Detection2DArray:
     dets = Detections(
         np.array([[10.0 + i, 20.0, 50.5 + i, 80.25]], np.float32),

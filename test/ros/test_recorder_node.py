@@ -36,7 +36,6 @@ PATTERN = "test://pattern?width=320&height=240&fps=30"
 PERIOD_NS = 10**9 // 30
 
 
-
 def _status(diagnostics, fqn: str):
     for msg in reversed(list(diagnostics.messages)):
         for status in msg.status:
