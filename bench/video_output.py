@@ -167,14 +167,14 @@ class Client:
         import aiohttp
         from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-        from edge_vision.outputs.webrtc_server import ice_host_addresses
+        from edge_vision.core.ice import ice_host_candidates
 
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pc.addTransceiver("video", direction="recvonly")
         got_track: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         pc.on("track", lambda track: got_track.done() or got_track.set_result(track))
         try:
-            with ice_host_addresses(("127.0.0.1",)):
+            with ice_host_candidates(("127.0.0.1",)):
                 await pc.setLocalDescription(await pc.createOffer())
                 offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
                 async with (

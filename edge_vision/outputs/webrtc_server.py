@@ -18,10 +18,9 @@ ICE stays where the HTTP server listens. aiortc is given no STUN/TURN server (it
 be Google's STUN server), and the host candidates it offers are ``ice_addresses``: by default
 the bind address, so 127.0.0.1 when bound to loopback. aioice never offers 127.0.0.1 on its own
 (its ``get_host_addresses`` skips it) and has no option to choose addresses, so
-:func:`ice_host_addresses` wraps ``aioice.ice.get_host_addresses`` once per process with a
-version that, inside the context (a ``contextvars`` variable set around this module's
-``setRemoteDescription``/``setLocalDescription`` calls), returns the given addresses and
-otherwise calls the original: other aiortc users in the same process are not affected. With
+:func:`edge_vision.core.ice.ice_host_candidates` (shared with the WebRTC source) sets them
+around this module's ``setRemoteDescription``/``setLocalDescription`` calls only, so other
+aiortc users in the same process are not affected. With
 restricted addresses the offer's mDNS (``*.local``) candidates are dropped too (resolving them
 would send multicast queries off the machine; the browser's connectivity checks reach us anyway
 and become peer-reflexive candidates).
@@ -31,14 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import fractions
 import json
 import logging
 import re
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +52,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av.video.frame import PictureType
 
+from edge_vision.core.ice import ice_host_candidates, strip_mdns_candidates
 from edge_vision.outputs.frame_hub import DurationStats, FrameHub, Pacer, RateMeter
 from edge_vision.outputs.http_server import AsyncFrames, HttpServer
 
@@ -63,8 +61,6 @@ __all__ = [
     "WebRtcOutput",
     "WebRtcSettings",
     "WebRtcStats",
-    "ice_host_addresses",
-    "strip_mdns_candidates",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,65 +73,6 @@ CONNECT_TIMEOUT_S = 30.0
 KEEPALIVE_S = 1.0
 _QUEUE = 30
 """Encoded frames a peer may lag behind before it is cut back to the next keyframe."""
-
-
-# -- ICE addresses ------------------------------------------------------------------------------
-
-_ICE_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
-    "edge_vision_ice_addresses", default=None
-)
-_hook_lock = threading.Lock()
-_hook_installed = False
-
-
-def _install_address_hook() -> None:
-    """Wrap ``aioice.ice.get_host_addresses`` once per process. Outside our context the
-    wrapper calls whatever was there before, so it chains with other such wrappers (the
-    WebRTC source, edge_vision.sources.webrtc_source, has its own) in either order."""
-    global _hook_installed
-    import aioice.ice
-
-    with _hook_lock:
-        if _hook_installed:
-            return
-        previous = aioice.ice.get_host_addresses
-
-        def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-            chosen = _ICE_ADDRESSES.get()
-            if chosen is None:
-                return previous(use_ipv4, use_ipv6)
-            return [a for a in chosen if (use_ipv6 if ":" in a else use_ipv4)]
-
-        aioice.ice.get_host_addresses = get_host_addresses
-        _hook_installed = True
-
-
-@contextlib.contextmanager
-def ice_host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
-    """Within this context (and tasks started from it) aioice gathers host candidates on
-    ``addresses`` only; None keeps aioice's default (every non-loopback address)."""
-    _install_address_hook()
-    token = _ICE_ADDRESSES.set(tuple(addresses) if addresses is not None else None)
-    try:
-        yield
-    finally:
-        _ICE_ADDRESSES.reset(token)
-
-
-def strip_mdns_candidates(sdp: str) -> str:
-    """``sdp`` without ``a=candidate`` lines whose address is an mDNS name (``*.local``)."""
-    lines = sdp.splitlines()
-    kept = [
-        line
-        for line in lines
-        if not (line.startswith("a=candidate:") and _candidate_host(line).endswith(".local"))
-    ]
-    return "\r\n".join(kept) + "\r\n"
-
-
-def _candidate_host(line: str) -> str:
-    parts = line.split()
-    return parts[4].lower() if len(parts) > 4 else ""
 
 
 def offered_codecs(sdp: str) -> set[str]:
@@ -543,7 +480,7 @@ class WebRtcOutput:
                 await close()
 
         try:
-            with ice_host_addresses(self.ice_addresses):
+            with ice_host_candidates(self.ice_addresses):
                 # The transceiver and its codec preferences exist before the offer is applied:
                 # aiortc picks the codecs while applying it (and matches the offer's video
                 # m-line to this transceiver).

@@ -33,10 +33,10 @@ TURN) and chooses the host candidates itself: for a loopback bind address only 1
 (so a browser on the same machine connects without any packet on a real interface, and it
 works in a network namespace that has only ``lo``), for a specific address that address, and
 for a wildcard bind (``0.0.0.0``, ``::``) aioice's default (every interface, loopback
-excluded). aioice has no option for this: ``aioice.ice.get_host_addresses`` (looked up at
-call time by ``Connection.gather_candidates``) is wrapped once so that it returns the list
-held in a ``ContextVar``, which this source sets only while its own answer gathers
-candidates; other aiortc users in the process (e.g. video_output) see aioice's default.
+excluded). aioice has no option for this; :mod:`edge_vision.core.ice` (shared with
+video_output) wraps ``aioice.ice.get_host_addresses`` once, and this source sets the addresses
+only while its own answer gathers candidates; other aiortc users in the process see aioice's
+default.
 With restricted addresses the offer's mDNS (``*.local``) candidates are dropped as well
 (browsers use them only when no camera permission was given; resolving one would send a
 multicast query out of the machine): the browser's connectivity checks reach us anyway and
@@ -48,7 +48,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import html
 import ipaddress
 import json
@@ -56,12 +55,12 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from edge_vision.core.frame import Frame
+from edge_vision.core.ice import ice_host_candidates, install_ice_hook, strip_mdns_candidates
 from edge_vision.sources.base import SourceDisconnected, SourceOpenError, VideoSource
 
 __all__ = [
@@ -69,77 +68,11 @@ __all__ = [
     "WebRtcSource",
     "build_webrtc_source",
     "ice_host_addresses",
-    "ice_host_candidates",
-    "strip_mdns_candidates",
 ]
 
 _log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8089
-
-# -- ICE host candidates --------------------------------------------------------------------------
-
-_ICE_HOST_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
-    "edge_vision_ice_host_addresses", default=None
-)
-_hook_lock = threading.Lock()
-_hook_installed = False
-
-
-def _install_ice_address_hook() -> None:
-    """Wrap ``aioice.ice.get_host_addresses`` once per process (see the module doc).
-
-    The wrapper delegates to whatever was there before when our variable is unset, so it
-    chains with other such wrappers (edge_vision.outputs.webrtc_server has its own), in
-    either order of installation.
-    """
-    global _hook_installed
-    import aioice.ice
-
-    with _hook_lock:
-        if _hook_installed:
-            return
-        previous = aioice.ice.get_host_addresses
-
-        def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-            chosen = _ICE_HOST_ADDRESSES.get()
-            if chosen is None:
-                return previous(use_ipv4, use_ipv6)
-            return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
-
-        aioice.ice.get_host_addresses = get_host_addresses
-        _hook_installed = True
-
-
-def strip_mdns_candidates(sdp: str) -> str:
-    """``sdp`` without ``a=candidate`` lines whose address is an mDNS name (``*.local``):
-    resolving one would send multicast queries out of the machine's interfaces."""
-    kept = [
-        line
-        for line in sdp.splitlines()
-        if not (
-            line.startswith("a=candidate:")
-            and len(line.split()) > 4
-            and line.split()[4].lower().endswith(".local")
-        )
-    ]
-    return "\r\n".join(kept) + "\r\n"
-
-
-@contextlib.contextmanager
-def ice_host_candidates(addresses: tuple[str, ...] | None) -> Iterator[None]:
-    """Within this block (this task and those it starts), aiortc peer connections gather ICE
-    host candidates on exactly ``addresses`` (e.g. ``("127.0.0.1",)``); None: aioice default.
-
-    Wrap ``setLocalDescription`` (where candidates are gathered) of any aiortc peer, e.g. a
-    sender in a test or a WebRTC output, to keep it on loopback.
-    """
-    _install_ice_address_hook()
-    token = _ICE_HOST_ADDRESSES.set(tuple(addresses) if addresses is not None else None)
-    try:
-        yield
-    finally:
-        _ICE_HOST_ADDRESSES.reset(token)
 
 
 def ice_host_addresses(bind_host: str) -> tuple[str, ...] | None:
@@ -385,7 +318,7 @@ class WebRtcSource(VideoSource):
                     f"cannot load the HTTPS certificate {self._certfile} / key "
                     f"{self._keyfile}: {exc}"
                 ) from None
-        _install_ice_address_hook()
+        install_ice_hook()
         self._stopping = threading.Event()
         with self._cond:
             self._queue = collections.deque(maxlen=self._queue_size)

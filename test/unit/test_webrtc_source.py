@@ -28,6 +28,7 @@ from aiortc import (
 )
 
 from edge_vision.core.frame import Frame
+from edge_vision.core.ice import ice_host_candidates
 from edge_vision.sources import (
     SourceOpenError,
     VideoSource,
@@ -35,11 +36,7 @@ from edge_vision.sources import (
     read_pattern_code,
     render_pattern,
 )
-from edge_vision.sources.webrtc_source import (
-    WebRtcSource,
-    ice_host_addresses,
-    ice_host_candidates,
-)
+from edge_vision.sources.webrtc_source import WebRtcSource, ice_host_addresses
 
 WIDTH, HEIGHT = 320, 240
 
@@ -407,7 +404,7 @@ def test_https_with_a_certificate(tmp_path: Path) -> None:
 
 
 def test_mdns_candidates_are_dropped() -> None:
-    from edge_vision.sources.webrtc_source import strip_mdns_candidates
+    from edge_vision.core.ice import strip_mdns_candidates
 
     sdp = (
         "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
@@ -420,15 +417,14 @@ def test_mdns_candidates_are_dropped() -> None:
     )
 
 
-def test_ice_hook_chains_with_the_video_output_one() -> None:
-    """video_output wraps the same aioice function with its own variable: both must work,
-    whichever was installed first."""
+def test_ice_hook_applies_per_block_and_restores_the_default() -> None:
+    """The source and video_output share one aioice hook (edge_vision.core.ice): each block
+    sees its own addresses, and outside any block aioice's default comes back."""
     import aioice.ice
 
-    webrtc_server = pytest.importorskip("edge_vision.outputs.webrtc_server")
     with ice_host_candidates(("127.0.0.1",)):
         assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
-    with webrtc_server.ice_host_addresses(["127.0.0.2"]):
+    with ice_host_candidates(["127.0.0.2"]):
         assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.2"]
     with ice_host_candidates(("127.0.0.1",)):
         assert aioice.ice.get_host_addresses(True, True) == ["127.0.0.1"]
