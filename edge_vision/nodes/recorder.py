@@ -114,7 +114,15 @@ PARAMS = (
     ),
     Param("bag_storage", "mcap", "rosbag2 storage of the bag.", choices=tuple(BAG_STORAGES)),
     Param("fsync", True, "fsync clips before the rename that publishes them."),
-    Param("queue_depth", 5, "QoS depth of the image subscription.", (1, 100), read_only=True),
+    # Deeper than a viewer's: frames queue here while the process is descheduled, and a clip
+    # should not lose them (a stall longer than depth / fps still does).
+    Param(
+        "queue_depth",
+        30,
+        "QoS depth of the image subscription: frames held while the node is busy.",
+        (1, 300),
+        read_only=True,
+    ),
 )
 
 
