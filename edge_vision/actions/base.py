@@ -307,6 +307,7 @@ class Action:
     cooldown_s: float = prop(
         0.0, "Minimum seconds between two firings of this action instance.", min=0.0, max=86400.0
     )
+    enabled: bool = prop(True, "Fire this instance; false pauses it (events skipped, counted).")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -25,6 +25,7 @@ __all__ = ["SUBMIT_RESULTS", "ActionResult", "ActionRunner", "RunnerStats"]
 #: What ``submit`` returns. "error" means ``accepts`` raised; "closed" that the runner is closed.
 SUBMIT_RESULTS = (
     "queued",
+    "skipped_disabled",
     "skipped_filter",
     "skipped_once",
     "skipped_cooldown",
@@ -52,6 +53,7 @@ class RunnerStats:
     fired: int = 0  # on_event returned normally
     failed: int = 0  # on_event (or accepts) raised
     dropped: int = 0  # queue full, or abandoned at close
+    skipped_disabled: int = 0  # the instance's ``enabled`` property was false
     skipped_filter: int = 0
     skipped_once: int = 0
     skipped_cooldown: int = 0
@@ -99,7 +101,15 @@ class ActionRunner:
         self._closing = False
         self._last_accept: float | None = None
         self._counts = dict.fromkeys(
-            ("fired", "failed", "dropped", "skipped_filter", "skipped_once", "skipped_cooldown"),
+            (
+                "fired",
+                "failed",
+                "dropped",
+                "skipped_disabled",
+                "skipped_filter",
+                "skipped_once",
+                "skipped_cooldown",
+            ),
             0,
         )
         self._last_error = ""
@@ -121,6 +131,9 @@ class ActionRunner:
             if self._closing:
                 return "closed"
             try:
+                if not self.action.enabled:
+                    self._counts["skipped_disabled"] += 1
+                    return "skipped_disabled"
                 if not self.action.accepts(event):
                     self._counts["skipped_filter"] += 1
                     return "skipped_filter"

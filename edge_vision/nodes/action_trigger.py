@@ -86,9 +86,9 @@ PARAMS = (
         "actions",
         ["log: log"],
         "Action instances as 'NAME: TYPE'; each instance's properties are parameters "
-        "NAME.PROPERTY.",
+        "NAME.PROPERTY. At run time an added entry creates an instance, a removed one deletes "
+        "it (refused while a rule fires it).",
         validator=_check_entries,
-        read_only=True,
     ),
     Param(
         "plugin_dirs",
@@ -149,31 +149,24 @@ class ActionTriggerNode(EdgeVisionNode):
         self._alerts_pub = self.create_publisher(Alert, "alerts", 10)
         self._recorder = self.create_client(Record, self.params["recorder_service"])
 
-        types, self.plugin_errors = discover_action_types(self.params["plugin_dirs"])
+        self.action_types, self.plugin_errors = discover_action_types(self.params["plugin_dirs"])
         for error in self.plugin_errors:
             self.get_logger().warning(error)
         self.runners: dict[str, ActionRunner] = {}
         self.bindings: dict[str, ParameterBinding] = {}
+        self.rules = RuleSet(source="<none>")
+        self._planned: tuple[list[str], dict[str, Action]] | None = None
+        self._apply_timer: Any = None
         try:
-            for name, type_name in parse_action_entries(self.params["actions"]):
-                cls = types.get(type_name)
-                if cls is None:
-                    raise NodeConfigError(
-                        f"action {name!r}: unknown type {type_name!r}; known: "
-                        f"{', '.join(sorted(types))}"
-                    )
-                try:
-                    self._add_instance(name, cls)
-                except NodeConfigError:
-                    raise
-                except Exception as exc:  # a plugin's constructor or a bad property value
-                    raise NodeConfigError(
-                        f"action {name!r} ({type_name}): {type(exc).__name__}: {exc}"
-                    ) from exc
+            _removed, added = self._plan_actions(self.params["actions"])
         except ValueError as exc:
             raise NodeConfigError(str(exc)) from exc
+        try:
+            for action in added.values():
+                self._add_instance(action)
+        except Exception as exc:  # a bad property value from the params file
+            raise NodeConfigError(str(exc)) from exc
 
-        self.rules = RuleSet(source="<none>")
         self.rules_error = ""
         self._rules_mtime: float | None = None
         if self.params["rules_file"]:
@@ -196,8 +189,72 @@ class ActionTriggerNode(EdgeVisionNode):
         self._diag = diagnostics.DiagnosticsPublisher(self, self._status)
 
     # -- actions --------------------------------------------------------------------------------
-    def _add_instance(self, name: str, cls: type[Action]) -> None:
-        action = cls(name, self)
+    def _plan_actions(self, entries: list[str]) -> tuple[list[str], dict[str, Action]]:
+        """What a new ``actions`` value changes: instances to remove, new instances (built, not
+        started). ValueError, with nothing changed, for an unknown type, a failing plugin
+        constructor or the removal of an instance that a rule fires."""
+        wanted = parse_action_entries(_clean(list(entries)))
+        for name, type_name in wanted:
+            if type_name not in self.action_types:
+                raise ValueError(
+                    f"action {name!r}: unknown type {type_name!r}; known: "
+                    f"{', '.join(sorted(self.action_types))}"
+                )
+        new_types = dict(wanted)
+        removed = [
+            name
+            for name, runner in self.runners.items()
+            if new_types.get(name) != runner.action.type_name
+        ]
+        fired = {rule.action.name: rule.name for rule in self.rules}
+        still_fired = [name for name in removed if name in fired and name not in new_types]
+        if still_fired:
+            name = still_fired[0]
+            raise ValueError(
+                f"action {name!r} cannot be removed: rule {fired[name]!r} fires it "
+                f"(change {self.params['rules_file'] or 'the rules'} first)"
+            )
+        added: dict[str, Action] = {}
+        for name, type_name in wanted:
+            if name in self.runners and name not in removed:
+                continue
+            try:
+                added[name] = self.action_types[type_name](name, self)
+            except Exception as exc:  # a plugin's constructor
+                for action in added.values():
+                    action.close()
+                raise ValueError(
+                    f"action {name!r} ({type_name}): {type(exc).__name__}: {exc}"
+                ) from exc
+        return removed, added
+
+    def _apply_planned_actions(self) -> None:
+        """Runs from a one-shot timer after the ``actions`` set: parameters cannot be undeclared
+        from inside rclpy's parameter callbacks."""
+        self.destroy_timer(self._apply_timer)
+        self._apply_timer = None
+        planned, self._planned = self._planned, None
+        if planned is None:
+            return
+        removed, added = planned
+        for name in removed:
+            self.bindings.pop(name).close()
+            runner = self.runners.pop(name)
+            # Draining may take a while; the executor thread must not wait for it.
+            threading.Thread(target=runner.close, args=(2.0,), daemon=True).start()
+        for action in added.values():
+            try:
+                self._add_instance(action)
+            except Exception as exc:  # a property value given as a parameter override
+                self.get_logger().error(f"action {action.name!r} not created: {exc}")
+                action.close()
+        self.get_logger().info(
+            "actions now: "
+            + (", ".join(f"{n} ({r.action.type_name})" for n, r in self.runners.items()) or "-")
+        )
+
+    def _add_instance(self, action: Action) -> None:
+        name, cls = action.name, type(action)
         specs = [_param_for(spec, name, action) for spec in cls.properties().values()]
         binding = ParameterBinding(
             self,
@@ -278,9 +335,20 @@ class ActionTriggerNode(EdgeVisionNode):
                     self._pending = self._load(p.value)
                 except RuleError as exc:
                     return SetParametersResult(successful=False, reason=str(exc))
+            if p.name == "actions":
+                if self._planned is not None:  # an earlier plan that was never applied
+                    for action in self._planned[1].values():
+                        action.close()
+                    self._planned = None
+                try:
+                    self._planned = self._plan_actions(list(p.value))
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
 
     def _on_params(self, changed: Mapping[str, Any]) -> None:
+        if "actions" in changed and self._planned is not None and self._apply_timer is None:
+            self._apply_timer = self.create_timer(0.0, self._apply_planned_actions)
         if "rules_file" in changed:
             path = changed["rules_file"]
             rules = getattr(self, "_pending", None) if path else RuleSet(source="<none>")

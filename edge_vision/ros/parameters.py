@@ -147,6 +147,17 @@ class ParameterBinding:
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
 
+    def close(self) -> None:
+        """Undeclare the parameters and drop the callbacks (an instance removed at run time).
+        Must not run inside a parameter callback: rclpy iterates the callback lists then."""
+        self._node.remove_on_set_parameters_callback(self._validate)
+        self._node.remove_post_set_parameters_callback(self._applied)
+        for full_name in self.specs:
+            if self._node.has_parameter(full_name):
+                self._node.undeclare_parameter(full_name)
+        self.specs = {}
+        self._on_change = None
+
     def _validate(self, params: list[Parameter]) -> SetParametersResult:
         for p in params:
             spec = self.specs.get(p.name)

@@ -281,3 +281,77 @@ def test_rule_arguments_are_checked_at_load(start_node, tmp_path, action, messag
     )
     assert proc.wait(20) == 2
     assert message in proc.output(), proc.output()
+
+
+def _parameter_names(ros, node: str, prefix: str) -> set[str]:
+    from rcl_interfaces.srv import ListParameters
+
+    reply = ros.call(ListParameters, f"{node}/list_parameters", ListParameters.Request())
+    return {n for n in reply.result.names if n.startswith(prefix)}
+
+
+def test_instances_are_added_removed_and_disabled_at_run_time(ros, start_node, tmp_path):
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("- {name: alarm, action: siren}\n")
+    trigger = start_node(
+        "action_trigger",
+        namespace="at7",
+        parameters={
+            "rules_file": str(rules_file),
+            "actions": ["siren: alert"],
+            "siren.template": "siren {id}",
+        },
+    )
+    alerts = ros.subscribe(Alert, "/at7/alerts", qos=10)
+    pub = _publisher(ros, "/at7/events")
+
+    # A new instance: its typed properties appear as parameters, settable like the others.
+    (ok,) = ros.set_parameters(trigger.fqn, {"actions": ["siren: alert", "extra: alert"]})
+    assert ok.successful, ok.reason
+    wait_until(
+        lambda: "extra.template" in _parameter_names(ros, trigger.fqn, "extra."),
+        15,
+        "the new instance's parameters",
+    )
+    assert {"extra.enabled", "extra.labels", "extra.cooldown_s"} <= _parameter_names(
+        ros, trigger.fqn, "extra."
+    )
+    (ok,) = ros.set_parameters(trigger.fqn, {"extra.template": "extra {id}"})
+    assert ok.successful, ok.reason
+    both = tmp_path / "both.yaml"
+    both.write_text("- {name: alarm, action: siren}\n- {name: also, action: extra}\n")
+    (ok,) = ros.set_parameters(trigger.fqn, {"rules_file": str(both)})
+    assert ok.successful, ok.reason
+    pub.publish(event_to_msg(_event("e1", 0.5)))
+    alerts.wait_for(2, timeout=15)
+    assert sorted(m.text for m in alerts.messages) == ["extra e1", "siren e1"]
+
+    # Disabled: the instance skips events (counted) until enabled again.
+    (ok,) = ros.set_parameters(trigger.fqn, {"siren.enabled": False})
+    assert ok.successful, ok.reason
+    pub.publish(event_to_msg(_event("e2", 0.5)))
+    alerts.wait_for(3, timeout=15)
+    time.sleep(1.0)  # a siren alert, were one coming, would be here by now
+    assert [m.text for m in alerts.messages[2:]] == ["extra e2"]
+
+    # Refused, nothing changed: an unknown type, and removing an instance a rule fires.
+    (bad,) = ros.set_parameters(trigger.fqn, {"actions": ["siren: alert", "x: nope"]})
+    assert not bad.successful and "unknown type 'nope'" in bad.reason
+    (bad,) = ros.set_parameters(trigger.fqn, {"actions": ["siren: alert"]})
+    assert not bad.successful and "rule 'also' fires it" in bad.reason
+    assert "extra.template" in _parameter_names(ros, trigger.fqn, "extra.")
+
+    # Once no rule fires it, the instance can go; its parameters go with it.
+    (ok,) = ros.set_parameters(trigger.fqn, {"rules_file": str(rules_file)})
+    assert ok.successful, ok.reason
+    (ok,) = ros.set_parameters(trigger.fqn, {"actions": ["siren: alert"]})
+    assert ok.successful, ok.reason
+    wait_until(
+        lambda: not _parameter_names(ros, trigger.fqn, "extra."), 15, "extra's parameters gone"
+    )
+    (ok,) = ros.set_parameters(trigger.fqn, {"siren.enabled": True})
+    assert ok.successful, ok.reason
+    pub.publish(event_to_msg(_event("e3", 0.5)))
+    alerts.wait_for(4, timeout=15)
+    assert alerts.messages[3].text == "siren e3"
+    assert trigger.alive()

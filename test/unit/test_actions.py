@@ -107,7 +107,7 @@ class Demo(Action):
     count: int = prop(3, "How many.", min=0, max=10)
     ratio: float = 0.5
     tags: list[str] = prop([], "Tags.")
-    enabled: bool = False
+    verbose: bool = False
     mode: str = prop("a", "Mode.", choices=("a", "b"))
     LIMIT: ClassVar[int] = 7
     _private: int = 1
@@ -120,7 +120,7 @@ class Demo(Action):
 def test_properties_are_declared_in_order_with_types_and_defaults() -> None:
     specs = Demo.properties()
     assert list(specs) == [
-        "once_per_event", "cooldown_s", "count", "ratio", "tags", "enabled", "mode"
+        "once_per_event", "cooldown_s", "enabled", "count", "ratio", "tags", "verbose", "mode"
     ]  # fmt: skip
     assert specs["count"].type is int and specs["count"].default == 3
     count = specs["count"]
@@ -131,7 +131,7 @@ def test_properties_are_declared_in_order_with_types_and_defaults() -> None:
     assert Demo.description == "A demo action."
     assert Demo.LIMIT == 7 and Demo._private == 1
     described = Demo.describe()
-    assert described["type"] == "demo" and described["properties"][2]["name"] == "count"
+    assert described["type"] == "demo" and described["properties"][3]["name"] == "count"
     json.dumps(described)
 
 
@@ -447,6 +447,21 @@ def test_runner_once_per_event() -> None:
     stats = runner.stats()
     assert (stats.fired, stats.skipped_once, stats.queued) == (3, 1, 0)
     assert [a[2] for a in ctx.alerts] == ["e1", "e2", "e1"]
+
+
+def test_runner_skips_a_disabled_instance_until_enabled_again() -> None:
+    ctx = RecordingContext()
+    action = AlertAction("a", ctx)
+    runner = ActionRunner(action)
+    action.set_property("enabled", False)
+    assert runner.submit(ev("e1")) == "skipped_disabled"
+    action.set_property("enabled", True)
+    # A skipped event was not remembered: it fires once the instance is enabled.
+    assert runner.submit(ev("e1")) == "queued"
+    assert runner.close(5)
+    stats = runner.stats()
+    assert (stats.fired, stats.skipped_disabled) == (1, 1)
+    assert [a[2] for a in ctx.alerts] == ["e1"]
 
 
 def test_runner_filter_and_cooldown() -> None:
