@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "edge_vision.cli.launch",
     "edge_vision.cli.models",
     "edge_vision.cli.events",
+    "edge_vision.cli.prompt",
 )
 
 
