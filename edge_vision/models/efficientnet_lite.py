@@ -145,6 +145,29 @@ def build_model() -> torch.nn.Module:
 _EXPORT_NOISE = re.compile(r"legacy TorchScript-based ONNX export|will be removed|Constant folding")
 
 
+def write_onnx(model: Any, path: Path, height: int, width: int) -> None:
+    """Export an EfficientNet-Lite ``model`` (this one, or one fine-tuned from it) to ``path``:
+    input ``image`` (batch, 3, height, width), output ``logits``, opset 17, batch axis dynamic."""
+    import torch
+
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=f".*({_EXPORT_NOISE.pattern})")
+        # dynamo=False: the torch.export-based exporter needs onnxscript, which we do not
+        # otherwise need; the TorchScript exporter handles this plain CNN exactly.
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, height, width),),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            do_constant_folding=True,
+        )
+
+
 def export_onnx(dest: Path) -> Path:
     """Write the model to ``dest`` as ONNX (opset 17) atomically and return ``dest``.
 
@@ -152,28 +175,13 @@ def export_onnx(dest: Path) -> Path:
     batch axis dynamic. The bytes are deterministic for a given torch version.
     """
     import onnx
-    import torch
 
     dest = Path(dest)
     model = build_model()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=f".*({_EXPORT_NOISE.pattern})")
-            # dynamo=False: the torch.export-based exporter needs onnxscript, which we do not
-            # otherwise need; the TorchScript exporter handles this plain CNN exactly.
-            torch.onnx.export(
-                model,
-                (torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE),),
-                str(tmp),
-                dynamo=False,
-                opset_version=OPSET,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                do_constant_folding=True,
-            )
+        write_onnx(model, tmp, INPUT_SIZE, INPUT_SIZE)
         proto = onnx.load(str(tmp))
         onnx.checker.check_model(proto)
         # Record the preprocessing in the file so that it travels with the model.

@@ -40,7 +40,6 @@ import tempfile
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 import yaml
 
 from edge_vision.models.classifier import ClassifierSpec, normalize_batch, resize_for_input
-from edge_vision.models.efficientnet_lite import INPUT_NAME, MEAN, MODEL_NAME, OPSET, OUTPUT_NAME
+from edge_vision.models.efficientnet_lite import INPUT_NAME, MEAN, MODEL_NAME, OUTPUT_NAME
 from edge_vision.models.efficientnet_lite import STD as LITE_STD
 from edge_vision.models.files import sha256_file
 from edge_vision.training.dataset import Sample, list_samples
@@ -590,9 +589,8 @@ class _Job:
     def _export(self, model: Any, labels: list[str], multi: bool, name: str) -> Path:
         """ONNX + labels + sidecar manifest in a temporary folder, renamed into place."""
         import onnx
-        import torch
 
-        from edge_vision.models.efficientnet_lite import _EXPORT_NOISE
+        from edge_vision.models.efficientnet_lite import write_onnx
 
         cfg = self.config
         models_dir = self.out / "models"
@@ -602,20 +600,7 @@ class _Job:
         tmp.chmod(0o755)  # mkdtemp makes it private; other users' inference nodes read it
         try:
             onnx_path = tmp / "model.onnx"
-            model.eval()
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=f".*({_EXPORT_NOISE.pattern})")
-                torch.onnx.export(
-                    model,
-                    (torch.zeros(1, 3, cfg.height, cfg.width),),
-                    str(onnx_path),
-                    dynamo=False,
-                    opset_version=OPSET,
-                    input_names=[INPUT_NAME],
-                    output_names=[OUTPUT_NAME],
-                    dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                    do_constant_folding=True,
-                )
+            write_onnx(model, onnx_path, cfg.height, cfg.width)
             onnx.checker.check_model(str(onnx_path))
             (tmp / "labels.txt").write_text("".join(f"{t}\n" for t in labels))
             manifest = {
