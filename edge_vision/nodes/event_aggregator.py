@@ -75,6 +75,13 @@ PARAMS = (
     Param("update_on_max_score", True, "Publish an UPDATE at once when max_score rises."),
     Param("min_score", 0.0, "Ignore detections scoring below this.", range=(0.0, 1.0)),
     Param(
+        "labels_wait_s",
+        2.0,
+        "Detections with numeric class ids that arrive before any LabelInfo on `labels` are "
+        "held this long for it, so that events are named; then they go on with the ids.",
+        range=(0.0, 60.0),
+    ),
+    Param(
         "classification_threshold",
         0.5,
         "A classification's top-1 result starts/extends an event at this score.",
@@ -126,6 +133,9 @@ class _Input:
         self.make = make
         self.aggregator = make()
         self.labels: list[str] | None = None
+        # Detections (and counts) held until LabelInfo arrives (None: no longer waiting).
+        self.held: list[Any] | None = []
+        self.held_since = 0.0
         self.last_stamp_ns: int | None = None
         self.last_seen = 0.0  # time.monotonic() when last_stamp_ns arrived
         self.messages = 0
@@ -214,7 +224,37 @@ class EventAggregatorNode(EdgeVisionNode):
 
     # -- inputs ---------------------------------------------------------------------------------
     def _on_labels(self, kind: str, msg: LabelInfo) -> None:
-        self._inputs[kind].labels = labels_from_label_info(msg)
+        inp = self._inputs[kind]
+        inp.labels = labels_from_label_info(msg)
+        if kind == "detection":
+            self._release_held(inp)
+
+    def _hold_for_labels(self, inp: _Input, msg: Detection2DArray) -> bool:
+        """Whether to hold ``msg`` until the labels arrive. A detector publishes LabelInfo
+        (transient local) and detections at once, but under load the tracks can reach us before
+        the LabelInfo does: the first events would then be named "0"."""
+        if inp.held is None or inp.labels is not None:
+            return False
+        wait = self.params["labels_wait_s"]
+        numeric = any(
+            d.results and d.results[0].hypothesis.class_id.isdigit() for d in msg.detections
+        )
+        if wait <= 0 or not (numeric or inp.held):
+            return False
+        if not inp.held:
+            inp.held_since = time.monotonic()
+        inp.held.append(msg)
+        if len(inp.held) >= 1000:  # bounded, whatever the rate
+            self._release_held(inp)
+        return True
+
+    def _release_held(self, inp: _Input) -> None:
+        held, inp.held = inp.held, None
+        for msg in held or ():
+            if isinstance(msg, CountArray):
+                self._process_counts(msg)
+            else:
+                self._process_detections(msg)
 
     def _seen(self, inp: _Input, stamp_ns: int) -> None:
         inp.last_stamp_ns = stamp_ns
@@ -222,6 +262,10 @@ class EventAggregatorNode(EdgeVisionNode):
         inp.messages += 1
 
     def _on_detections(self, msg: Detection2DArray) -> None:
+        if not self._hold_for_labels(self._inputs["detection"], msg):
+            self._process_detections(msg)
+
+    def _process_detections(self, msg: Detection2DArray) -> None:
         inp = self._inputs["detection"]
         stamp = stamp_to_ns(msg.header.stamp)
         detections = msg_to_detections(msg, inp.labels)
@@ -267,6 +311,13 @@ class EventAggregatorNode(EdgeVisionNode):
             self._emit(events, msg.header.frame_id)
 
     def _on_counts(self, msg: CountArray) -> None:
+        held = self._inputs["detection"].held
+        if held:  # keep the order of tracks and counts while the tracks wait for labels
+            held.append(msg)
+        else:
+            self._process_counts(msg)
+
+    def _process_counts(self, msg: CountArray) -> None:
         zones: dict[str, list[str]] = {}
         crossed: dict[str, dict[str, str]] = {}
         has_zones = False
@@ -294,6 +345,13 @@ class EventAggregatorNode(EdgeVisionNode):
             self._emit(events, msg.header.frame_id)
 
     def _on_timer(self) -> None:
+        inp = self._inputs["detection"]
+        if inp.held and time.monotonic() - inp.held_since > self.params["labels_wait_s"]:
+            self.get_logger().warning(
+                f"no LabelInfo on {self.resolve_topic_name('labels')} after "
+                f"{self.params['labels_wait_s']:g} s: events are labelled with class ids"
+            )
+            self._release_held(inp)
         with self._lock:
             for inp in self._inputs.values():
                 now = inp.clock_ns()

@@ -218,3 +218,31 @@ def test_tracker_zones_become_event_attributes(ros, start_node, tmp_path):
     assert "" in zones and zones.index("") < zones.index("door")
     door = events.messages[zones.index("door")]
     assert door.state == EventMsg.STATE_UPDATE and stamp_to_ns(door.end) >= t0 + 6 * 10**8
+
+
+def test_detections_before_the_label_info_wait_for_it_and_are_named(ros, start_node, tmp_path):
+    from vision_msgs.msg import LabelInfo
+
+    from edge_vision.ros.conversions import label_info_msg
+    from edge_vision.ros.qos import latched_qos
+
+    ns = "ev5"
+    start_node(
+        "event_aggregator",
+        namespace=ns,
+        parameters={"database": str(tmp_path / "e.db"), "min_frames": 2, "labels_wait_s": 10.0},
+    )
+    pub = ros.node.create_publisher(Detection2DArray, f"/{ns}/detections", 10)
+    events = ros.subscribe(EventMsg, f"/{ns}/events", qos=events_qos())
+    wait_until(lambda: pub.get_subscription_count() > 0, 15, "aggregator subscribed")
+    t0 = 1_700_000_000 * 10**9
+    for i in range(4):  # numeric class ids, as a detector publishes them
+        pub.publish(_label_frame(t0 + i * 100_000_000, [("unused", 0.9)]))
+        time.sleep(0.05)
+    time.sleep(1.0)
+    assert events.messages == []  # held: no LabelInfo yet
+    labels = ros.node.create_publisher(LabelInfo, f"/{ns}/labels", latched_qos())
+    labels.publish(label_info_msg(["person"], Header()))
+    wait_until(lambda: len(events.messages) >= 1, 15, "events once the labels arrived")
+    assert {m.label for m in events.messages} == {"person"}
+    assert events.messages[0].frames >= 2 and stamp_to_ns(events.messages[0].begin) == t0
