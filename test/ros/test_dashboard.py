@@ -64,6 +64,15 @@ def pipeline(ros, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoPipe
         stop_all(demo.nodes)
 
 
+@pytest.fixture(autouse=True)
+def _dashboard_stays_up(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Name the test during which the shared dashboard process died, with its output."""
+    yield
+    if "pipeline" in request.fixturenames:
+        dashboard = request.getfixturevalue("pipeline").dashboard
+        assert dashboard.alive(), "the dashboard exited:\n" + dashboard.output()[-6000:]
+
+
 def test_every_page_loads_and_missing_nodes_show_as_not_running(pipeline: DemoPipeline) -> None:
     js = """
     const out = {};
@@ -265,7 +274,9 @@ def test_a_stream_added_in_the_browser_runs_and_its_live_view_renders(
 
 
 def test_non_loopback_bind_without_credentials_refuses_to_start(start_node) -> None:
-    node = start_node("dashboard", parameters={"host": "0.0.0.0", "port": free_port()})
+    node = start_node(
+        "dashboard", name="dashboard_open", parameters={"host": "0.0.0.0", "port": free_port()}
+    )
     assert node.wait(30) == 2
     assert "reachable from other machines: set a password or token" in node.output()
 
@@ -274,6 +285,7 @@ def test_password_or_token_is_required_when_configured(start_node, tmp_path: Pat
     port = free_port()
     node = start_node(
         "dashboard",
+        name="dashboard_auth",  # not a second /dashboard beside the pipeline's
         parameters={
             "port": port,
             "token": "s3cret",
