@@ -12,7 +12,8 @@ from vision_msgs.msg import Detection2DArray
 from edge_vision.core.detections import Detections
 from edge_vision.msg import Count, CountArray
 from edge_vision.ros.conversions import detections_to_msg
-from edge_vision.ros.image_conversion import ns_to_stamp
+from edge_vision.ros.image_conversion import ns_to_stamp, stamp_to_ns
+from edge_vision.testing.ros_harness import wait_until
 
 pytestmark = pytest.mark.ros
 
@@ -52,9 +53,14 @@ def test_tracks_keep_ids_and_lines_count_each_crossing_once(ros, start_node):
     for f in range(1, n + 1):
         header = Header(stamp=ns_to_stamp(f * 100_000_000), frame_id="cam")
         pub.publish(detections_to_msg(_walkers(f), header))
-        time.sleep(0.03)
-    counts.wait_for(n - 1, timeout=15)  # the very first frames may confirm tracks first
-    tracks.wait_for(n - 1, timeout=15)
+        time.sleep(0.1)  # the stamps' 10 fps: a loaded machine must not drop from the queue
+
+    def has_last_frame(collector) -> bool:
+        msgs = list(collector.messages)
+        return bool(msgs) and stamp_to_ns(msgs[-1].header.stamp) == n * 100_000_000
+
+    wait_until(lambda: has_last_frame(tracks), 30, "tracks of the last frame")
+    wait_until(lambda: has_last_frame(counts), 30, "counts of the last frame")
 
     # Header copied from the input; ids stable for both walkers across all frames.
     last = tracks.messages[-1]
