@@ -82,13 +82,19 @@ def _run(args: argparse.Namespace) -> int:
 def _call(client: Any, srv_type: type, name: str, request: Any, timeout: float) -> Any:
     import rclpy
 
+    from edge_vision.ros.services import call_with_resend, default_resend_after
+
     cli = client.create_client(srv_type, name)
     try:
         if not cli.wait_for_service(timeout_sec=timeout):
             return None
-        future = cli.call_async(request)
-        rclpy.spin_until_future_complete(client, future, timeout_sec=timeout)
-        return future.result() if future.done() else None
+        return call_with_resend(
+            cli,
+            request,
+            timeout,
+            resend_after=default_resend_after(srv_type),
+            spin=lambda seconds: rclpy.spin_once(client, timeout_sec=seconds),
+        )
     finally:
         client.destroy_client(cli)
 

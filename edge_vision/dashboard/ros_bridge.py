@@ -24,6 +24,7 @@ from typing import Any
 from rclpy.node import Node
 
 from edge_vision.outputs.frame_hub import DurationStats, FrameHub
+from edge_vision.ros.services import call_with_resend, default_resend_after
 
 __all__ = ["BridgeError", "ImageView", "RosBridge", "ServiceMissing"]
 
@@ -179,15 +180,17 @@ class RosBridge:
             timeout_sec=min(timeout, 1.0)
         ):
             raise ServiceMissing(f"{name} is not running (no such service in the ROS graph)")
-        done = threading.Event()
-        future = client.call_async(request if request is not None else srv_type.Request())
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            future.cancel()
-            raise BridgeError(f"{name} did not answer within {timeout:g} s")
-        result = future.result()
+        try:
+            result = call_with_resend(
+                client,
+                request if request is not None else srv_type.Request(),
+                timeout,
+                resend_after=default_resend_after(srv_type),
+            )
+        except Exception as exc:
+            raise BridgeError(f"{name}: call failed ({exc})") from exc
         if result is None:
-            raise BridgeError(f"{name}: call failed ({future.exception()})")
+            raise BridgeError(f"{name} did not answer within {timeout:g} s")
         return result
 
     # -- parameters -------------------------------------------------------------------------------

@@ -109,7 +109,12 @@ PARAMS = (
         "recorder/record",
         "Record service the record actions call (relative names resolve in this namespace).",
     ),
-    Param("recorder_timeout_s", 5.0, "How long a record call may take.", range=(0.1, 120.0)),
+    Param(
+        "recorder_timeout_s",
+        5.0,
+        "How long a record call may wait for the recorder's service, then for its answer.",
+        range=(0.1, 120.0),
+    ),
 )
 
 
@@ -286,8 +291,13 @@ class ActionTriggerNode(EdgeVisionNode):
     ) -> str:
         client = self._recorder
         service = self.resolve_service_name(client.srv_name)
-        if not client.service_is_ready():  # no waiting: a missing recorder must not block
-            raise ActionError(f"no recorder: service {service} is not available")
+        timeout = self.params["recorder_timeout_s"]
+        # Waiting here holds only this action's worker; it lets a pipeline whose recorder
+        # starts after us (one launch file) record its first events.
+        if not client.service_is_ready() and not client.wait_for_service(timeout_sec=timeout):
+            raise ActionError(
+                f"no recorder: service {service} is not available (waited {timeout:g} s)"
+            )
         request = Record.Request(
             event_id=event.id,
             reason=f"{event.label} {event.stream}",
@@ -298,7 +308,7 @@ class ActionTriggerNode(EdgeVisionNode):
         done = threading.Event()
         future = client.call_async(request)
         future.add_done_callback(lambda _f: done.set())
-        if not done.wait(self.params["recorder_timeout_s"]):
+        if not done.wait(timeout):
             future.cancel()
             raise ActionError(f"recorder {service} did not answer in time")
         response = future.result()

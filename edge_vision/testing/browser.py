@@ -17,6 +17,8 @@ API (stable; other tests build on it):
 - :func:`eval_in_page` -- open ``url``, optionally wait for a condition, return the value of a
   JavaScript expression (or zero-argument function) evaluated in the page.
 - :func:`page_screenshot` -- open ``url`` and return a PNG of the page (or of one element).
+- :data:`WEBRTC_VIEWER_JS` -- ``playing`` and ``viewerStats(page)`` for scripts that drive the
+  WebRTC viewer page.
 - :func:`run_in_loopback_namespace` / :func:`loopback_namespace_command` -- run a command
   (typically ``python -m some.scenario``) in a new network namespace whose only interface is
   ``lo`` (up, 127.0.0.1 and ::1).
@@ -281,6 +283,44 @@ def _run_group(
 def _kill_group(process: subprocess.Popen[str]) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
+
+
+# -- helpers for scripts against the WebRTC viewer page -------------------------------------------
+
+# Prepend to a run_browser_script body that drives edge_vision's WebRTC viewer page
+# (outputs/static): ``playing`` is a waitForFunction predicate (the video shows frames), and
+# ``await viewerStats(page)`` returns the video's size and time, the page's connection state,
+# the inbound video codec, frames decoded and decoder, and the nominated candidate pair
+# (``local``/``remote``: ``{address, type, protocol}``).
+WEBRTC_VIEWER_JS = r"""
+const playing = () => {
+  const v = document.getElementById('video');
+  return v.videoWidth > 0 && v.currentTime > 0.5;
+};
+async function viewerStats(p) {
+  return await p.evaluate(async () => {
+    const v = document.getElementById('video');
+    const out = { videoWidth: v.videoWidth, videoHeight: v.videoHeight,
+                  currentTime: v.currentTime, state: window.edgeVision.state };
+    const stats = await window.edgeVision.pc.getStats();
+    const byId = {};
+    stats.forEach((s) => { byId[s.id] = s; });
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        out.codec = s.codecId && byId[s.codecId] ? byId[s.codecId].mimeType : null;
+        out.framesDecoded = s.framesDecoded;
+        out.decoder = s.decoderImplementation;
+      }
+      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
+        const l = byId[s.localCandidateId], r = byId[s.remoteCandidateId];
+        out.local = l && { address: l.address, type: l.candidateType, protocol: l.protocol };
+        out.remote = r && { address: r.address, type: r.candidateType, protocol: r.protocol };
+      }
+    });
+    return out;
+  });
+}
+"""
 
 
 # -- the node runner ---------------------------------------------------------------------------

@@ -39,4 +39,4 @@ def start_node(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     yield start
     for proc in started:
         if proc.alive():
-            proc.stop(timeout=5)
+            proc.stop(timeout=15)  # SIGKILL leaves its endpoints in the graph for a while

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -126,6 +126,12 @@ class NodeProcess:
             try:
                 return self.wait(timeout)
             except subprocess.TimeoutExpired:
+                # Its DDS endpoints stay in the graph until their lease ends: say so, since a
+                # later node of the same name may then miss a first request.
+                print(
+                    f"{self.name} did not exit {timeout:g} s after signal {sig}: killed",
+                    file=sys.stderr,
+                )
                 self.process.kill()
         return self.wait(timeout)
 
@@ -196,15 +202,33 @@ class RosClient:
             collector.destroy()
 
     # -- services and parameters ------------------------------------------------------------------
-    def call(self, srv_type: type, name: str, request: Any = None, timeout: float = 10.0) -> Any:
+    def call(
+        self,
+        srv_type: type,
+        name: str,
+        request: Any = None,
+        timeout: float = 10.0,
+        resend_after: float | Literal["default"] | None = "default",
+    ) -> Any:
+        """Call service ``name``. Repeatable requests (see :mod:`edge_vision.ros.services`) are
+        sent again after ``resend_after`` seconds without a reply; others are sent once."""
+        from edge_vision.ros.services import call_with_resend, default_resend_after
+
+        if resend_after == "default":
+            resend_after = default_resend_after(srv_type)
         client = self.node.create_client(srv_type, name)
         try:
             if not client.wait_for_service(timeout_sec=timeout):
                 raise TimeoutError(f"service {name} not available after {timeout} s")
-            future = client.call_async(request if request is not None else srv_type.Request())
-            if not _poll(future.done, timeout):
+            response = call_with_resend(
+                client,
+                request if request is not None else srv_type.Request(),
+                timeout,
+                resend_after=resend_after,
+            )
+            if response is None:
                 raise TimeoutError(f"service {name} did not answer in {timeout} s")
-            return future.result()
+            return response
         finally:
             self.node.destroy_client(client)
 

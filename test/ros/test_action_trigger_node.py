@@ -176,6 +176,39 @@ class Boom(Action):
 '''
 
 
+def test_a_recorder_that_starts_after_the_event_still_records_it(ros, start_node, tmp_path):
+    # One launch file starts the action_trigger and the recorder together; the first event may
+    # come before the recorder's service exists.
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("- name: all\n  action: rec\n")
+    trigger = start_node(
+        "action_trigger",
+        namespace="at5",
+        parameters={
+            "rules_file": str(rules_file),
+            "actions": ["rec: record"],
+            "recorder_timeout_s": 20.0,
+        },
+    )
+    pub = _publisher(ros, "/at5/events")
+    pub.publish(event_to_msg(_event("first", 0.9)))
+    time.sleep(1.5)
+    requests: list[str] = []
+
+    def on_record(request: Record.Request, response: Record.Response) -> Record.Response:
+        requests.append(request.event_id)
+        response.success, response.path = True, f"/clips/{request.event_id}.mp4"
+        return response
+
+    service = ros.node.create_service(Record, "/at5/recorder/record", on_record)
+    try:
+        wait_until(lambda: requests, 20, "the late recorder to get the first event")
+    finally:
+        ros.node.destroy_service(service)
+    assert requests == ["first"]
+    assert "no recorder" not in trigger.output()
+
+
 def test_user_plugin_from_a_folder_follows_parameter_sets_and_survives_a_raising_one(
     ros, start_node, tmp_path
 ):

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from edge_vision.testing.browser import WEBRTC_VIEWER_JS
+
 pytestmark = pytest.mark.ros
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
@@ -343,32 +345,9 @@ def test_a_taken_port_or_nothing_to_serve_is_a_clear_start_up_error(start_node) 
 
 # -- the browser scenario (loopback-only namespace) ---------------------------------------------
 
-_BROWSER_JS = r"""
-const playing = () => {
-  const v = document.getElementById('video');
-  return v.videoWidth > 0 && v.currentTime > 0.5;
-};
-async function videoState(p) {
-  return await p.evaluate(async () => {
-    const v = document.getElementById('video');
-    const out = { videoWidth: v.videoWidth, videoHeight: v.videoHeight,
-                  currentTime: v.currentTime, state: window.edgeVision.state };
-    const stats = await window.edgeVision.pc.getStats();
-    const byId = {};
-    stats.forEach((s) => { byId[s.id] = s; });
-    stats.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        out.codec = s.codecId && byId[s.codecId] ? byId[s.codecId].mimeType : null;
-        out.framesDecoded = s.framesDecoded;
-      }
-      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
-        out.local = byId[s.localCandidateId] && byId[s.localCandidateId].address;
-        out.remote = byId[s.remoteCandidateId] && byId[s.remoteCandidateId].address;
-      }
-    });
-    return out;
-  });
-}
+_BROWSER_JS = (
+    WEBRTC_VIEWER_JS
+    + r"""
 const t0 = Date.now();
 await page.waitForFunction(playing, null, { polling: 50 });
 const firstPlayingMs = Date.now() - t0;
@@ -384,13 +363,14 @@ const img = await mjpeg.evaluate(() => {
   return { naturalWidth: el.naturalWidth, naturalHeight: el.naturalHeight };
 });
 await page.bringToFront();
-const both = [await videoState(page), await videoState(second)];
+const both = [await viewerStats(page), await viewerStats(second)];
 await second.close();  // one viewer leaves
-const before = await videoState(page);
+const before = await viewerStats(page);
 await page.waitForTimeout(3000);
-const after = await videoState(page);
+const after = await viewerStats(page);
 return { firstPlayingMs, img, both, before, after };
 """
+)
 
 
 def _browser_scenario(domain_id: int, log_dir: Path | None) -> dict[str, Any]:
@@ -494,7 +474,7 @@ def test_browser_plays_webrtc_and_mjpeg_from_the_node_in_a_loopback_only_namespa
     for state in result["both"]:
         assert (state["videoWidth"], state["videoHeight"]) == (WIDTH, HEIGHT), state
         assert state["codec"] == "video/H264" and state["state"] == "connected", state
-        assert state["local"] == state["remote"] == "127.0.0.1", state
+        assert state["local"]["address"] == state["remote"]["address"] == "127.0.0.1", state
     assert "2" in result["webrtc_connected_seen"], result["webrtc_connected_seen"]
     before, after = result["before"], result["after"]
     assert after["currentTime"] - before["currentTime"] > 2.0, (before, after)

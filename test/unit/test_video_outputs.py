@@ -39,6 +39,7 @@ import pytest
 
 from edge_vision.outputs.frame_hub import FrameHub, Pacer
 from edge_vision.sources.test_pattern import read_pattern_code, render_pattern
+from edge_vision.testing.browser import WEBRTC_VIEWER_JS
 
 WIDTH, HEIGHT, FPS = 640, 480, 30
 RESULT_MARK = "@@VIDEO_OUTPUT_SCENARIO@@ "
@@ -709,37 +710,11 @@ async (count) => {
 """
 
 _WEBRTC_JS = (
-    r"""
+    WEBRTC_VIEWER_JS
+    + r"""
 const readCodes = """
     + _READ_CODES_JS
     + r""";
-const playing = () => {
-  const v = document.getElementById('video');
-  return v.videoWidth > 0 && v.currentTime > 0.5;
-};
-async function pageStats(p) {
-  return await p.evaluate(async () => {
-    const v = document.getElementById('video');
-    const out = { videoWidth: v.videoWidth, videoHeight: v.videoHeight,
-                  currentTime: v.currentTime, state: window.edgeVision.state };
-    const stats = await window.edgeVision.pc.getStats();
-    const byId = {};
-    stats.forEach((s) => { byId[s.id] = s; });
-    stats.forEach((s) => {
-      if (s.type === 'inbound-rtp' && s.kind === 'video') {
-        out.codec = s.codecId && byId[s.codecId] ? byId[s.codecId].mimeType : null;
-        out.framesDecoded = s.framesDecoded;
-        out.decoder = s.decoderImplementation;
-      }
-      if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
-        const l = byId[s.localCandidateId], r = byId[s.remoteCandidateId];
-        out.local = l && { address: l.address, type: l.candidateType, protocol: l.protocol };
-        out.remote = r && { address: r.address, type: r.candidateType, protocol: r.protocol };
-      }
-    });
-    return out;
-  });
-}
 const t0 = Date.now();
 await page.waitForFunction(playing, null, { polling: 50 });
 const firstPlayingMs = Date.now() - t0;
@@ -749,12 +724,12 @@ const second = await context.newPage();
 await second.goto(args.url);
 await second.waitForFunction(playing, null, { polling: 50 });
 await page.bringToFront();
-const both = [await pageStats(page), await pageStats(second)];
+const both = [await viewerStats(page), await viewerStats(second)];
 // The second viewer leaves (its page closes its peer connection); the first keeps playing.
 await second.close();
-const before = await pageStats(page);
+const before = await viewerStats(page);
 await page.waitForTimeout(2000);
-const after = await pageStats(page);
+const after = await viewerStats(page);
 return { firstPlayingMs, codes, both, before, after, now: Date.now() };
 """
 )

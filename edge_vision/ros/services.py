@@ -1,0 +1,79 @@
+"""Service calls that outlast a lost request or reply.
+
+DDS discovery is asynchronous, so ``wait_for_service()`` returning True does not promise an
+answer: the server may not yet have matched this client's reply reader (its reply then reaches
+nobody), or a server of the same name that just exited is still in the graph and the request
+went to it. Either way one request waits out its whole timeout although the service is up. For
+requests that are safe to repeat (queries, parameter gets and sets, setting a state), sending
+the request again after a short silence turns that into a short delay. Requests that must not
+run twice (start a recording, a training run) pass ``resend_after=None``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+# Long enough that a busy server answers the first request; short next to callers' timeouts.
+DEFAULT_RESEND_AFTER_S = 2.0
+
+# Services whose request may safely arrive twice: a second copy reads or sets the same thing.
+REPEATABLE_SERVICES = frozenset(
+    {
+        "DescribeParameters",
+        "GetParameters",
+        "GetParameterTypes",
+        "ListParameters",
+        "SetParameters",
+        "SetParametersAtomically",
+        "GetDatasetStats",
+        "GetSourceInfo",
+        "QueryEvents",
+        "SetPrompt",
+        "SetTags",
+    }
+)
+
+
+def default_resend_after(srv_type: type) -> float | None:
+    """:data:`DEFAULT_RESEND_AFTER_S` for a :data:`REPEATABLE_SERVICES` type, else None."""
+    return DEFAULT_RESEND_AFTER_S if srv_type.__name__ in REPEATABLE_SERVICES else None
+
+
+def call_with_resend(
+    client: Any,
+    request: Any,
+    timeout: float,
+    *,
+    resend_after: float | None = DEFAULT_RESEND_AFTER_S,
+    spin: Callable[[float], None] | None = None,
+) -> Any | None:
+    """Call through an rclpy ``client``; the first reply to any copy of ``request`` wins.
+
+    Returns the response, or None when nothing answered within ``timeout`` seconds. ``spin``
+    (seconds -> None) processes the node's callbacks when no executor thread does; without it
+    the node must be spun elsewhere. A call that failed raises its exception.
+    """
+    deadline = time.monotonic() + timeout
+    pending = [client.call_async(request)]
+    next_send = None if resend_after is None else time.monotonic() + resend_after
+    try:
+        while True:
+            for future in pending:
+                if future.done():
+                    return future.result()
+            now = time.monotonic()
+            if now >= deadline:
+                return None
+            if next_send is not None and resend_after is not None and now >= next_send:
+                pending.append(client.call_async(request))
+                next_send = now + resend_after
+            if spin is not None:
+                spin(min(0.05, deadline - now))
+            else:
+                time.sleep(0.01)
+    finally:
+        for future in pending:
+            if not future.done():  # a late reply to it is then dropped, not delivered
+                client.remove_pending_request(future)
