@@ -17,7 +17,8 @@ from rcl_interfaces.msg import (
 )
 
 from edge_vision.dashboard import auth
-from edge_vision.dashboard.app import control_value, event_rows, parameter_control, timeline_figure
+from edge_vision.dashboard.pages.common import control_value, parameter_control
+from edge_vision.dashboard.pages.events import event_rows, timeline_figure
 from edge_vision.dashboard.streams import (
     StreamError,
     launched_streams,
