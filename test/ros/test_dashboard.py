@@ -354,8 +354,23 @@ def test_prompts_and_training_pages_drive_the_real_nodes(
     js = """
     // Steps are logged to the page console, which a failure report shows.
     const out = {};
-    await page.goto(args.base + '/prompts');
-    await page.waitForSelector('#prompt-objects');
+    // The dashboard's own DDS participant may discover the new nodes later than the test's
+    // did: until then the page says "not running", and a user reloads it.
+    async function openWhenRunning(path, selectors) {
+      for (let i = 0; ; i++) {
+        await page.goto(args.base + path);
+        try {
+          for (const selector of selectors) {
+            await page.waitForSelector(selector, { timeout: 3000 });
+          }
+          return;
+        } catch (e) {
+          if (i >= 30) throw e;
+          await page.evaluate((s) => console.log(s), 'reload: ' + path);
+        }
+      }
+    }
+    await openWhenRunning('/prompts', ['#prompt-objects']);
     await page.fill('#prompt-objects', 'a cat, a dog');
     await page.fill('#prompt-thresholds', '0.2');
     await page.click('#prompt-go');
@@ -364,8 +379,7 @@ def test_prompts_and_training_pages_drive_the_real_nodes(
       null, { timeout: 60000 });
     out.prompt = await page.$eval('#prompt-current', (e) => e.innerText);
     await page.evaluate((s) => console.log(s), 'step: prompt set');
-    await page.goto(args.base + '/training');
-    await page.waitForSelector('#tags');
+    await openWhenRunning('/training', ['#tags', '#train-start']);
     await page.fill('#tags', 'person');
     await page.click('#tags-go');
     await page.waitForFunction(

@@ -119,6 +119,8 @@ def test_follow_prints_new_updated_and_ended_events(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [
             sys.executable,
+            "-X",
+            "faulthandler",  # SIGABRT dumps every thread's stack (see below)
             "-m",
             "edge_vision.cli.main",
             "events",
@@ -130,6 +132,7 @@ def test_follow_prints_new_updated_and_ended_events(tmp_path: Path) -> None:
             "--json",
         ],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -147,5 +150,12 @@ def test_follow_prints_new_updated_and_ended_events(tmp_path: Path) -> None:
         assert [(d["state"], d["frames"]) for d in (update, end)] == [("UPDATE", 30), ("END", 31)]
     finally:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
-        store.close()
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"follow did not stop 30 s after SIGINT; its stacks:\n{err}")
+        finally:
+            store.close()
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
