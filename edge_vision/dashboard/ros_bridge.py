@@ -24,7 +24,11 @@ from typing import Any
 from rclpy.node import Node
 
 from edge_vision.outputs.frame_hub import DurationStats, FrameHub
-from edge_vision.ros.services import call_with_resend, default_resend_after
+from edge_vision.ros.services import (
+    NEW_CLIENT_SETTLE_S,
+    call_with_resend,
+    default_resend_after,
+)
 
 __all__ = ["BridgeError", "ImageView", "RosBridge", "ServiceMissing"]
 
@@ -83,6 +87,7 @@ class RosBridge:
         self.call_timeout_s = call_timeout_s
         self._lock = threading.Lock()
         self._clients: dict[tuple[type, str], Any] = {}
+        self._settled: set[tuple[type, str]] = set()  # clients that have sent a request
         self._subscribed: set[str] = set()
         self.alerts: deque[dict[str, Any]] = deque(maxlen=max_alerts)
         self.progress: dict[str, deque[dict[str, Any]]] = {}
@@ -180,12 +185,17 @@ class RosBridge:
             timeout_sec=min(timeout, 1.0)
         ):
             raise ServiceMissing(f"{name} is not running (no such service in the ROS graph)")
+        resend_after = default_resend_after(srv_type)
+        key = (srv_type, name)
+        if resend_after is None and key not in self._settled:
+            time.sleep(NEW_CLIENT_SETTLE_S)  # a new client's one-off request (see services.py)
+        self._settled.add(key)
         try:
             result = call_with_resend(
                 client,
                 request if request is not None else srv_type.Request(),
                 timeout,
-                resend_after=default_resend_after(srv_type),
+                resend_after=resend_after,
             )
         except Exception as exc:
             raise BridgeError(f"{name}: call failed ({exc})") from exc

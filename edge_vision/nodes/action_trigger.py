@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from edge_vision.ros.conversions import event_to_msg, msg_to_event
 from edge_vision.ros.image_conversion import ns_to_stamp
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
+from edge_vision.ros.services import NEW_CLIENT_SETTLE_S
 from edge_vision.rules import RuleError, RuleSet, load_rules
 from edge_vision.srv import Record
 
@@ -294,10 +296,14 @@ class ActionTriggerNode(EdgeVisionNode):
         timeout = self.params["recorder_timeout_s"]
         # Waiting here holds only this action's worker; it lets a pipeline whose recorder
         # starts after us (one launch file) record its first events.
-        if not client.service_is_ready() and not client.wait_for_service(timeout_sec=timeout):
-            raise ActionError(
-                f"no recorder: service {service} is not available (waited {timeout:g} s)"
-            )
+        if not client.service_is_ready():
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise ActionError(
+                    f"no recorder: service {service} is not available (waited {timeout:g} s)"
+                )
+            # A recorder that just appeared has yet to match our reply reader.
+            time.sleep(NEW_CLIENT_SETTLE_S)
+
         request = Record.Request(
             event_id=event.id,
             reason=f"{event.label} {event.stream}",

@@ -6,7 +6,8 @@ nobody), or a server of the same name that just exited is still in the graph and
 went to it. Either way one request waits out its whole timeout although the service is up. For
 requests that are safe to repeat (queries, parameter gets and sets, setting a state), sending
 the request again after a short silence turns that into a short delay. Requests that must not
-run twice (start a recording, a training run) pass ``resend_after=None``.
+run twice (start a recording, a training run) pass ``resend_after=None``; for them a new client
+first gives the server time to match it (:data:`NEW_CLIENT_SETTLE_S`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from typing import Any
 
 # Long enough that a busy server answers the first request; short next to callers' timeouts.
 DEFAULT_RESEND_AFTER_S = 2.0
+
+# A server learns of a new client's reply reader a little after the client sees the server, and
+# Fast DDS drops a reply it cannot deliver within a short wait ("failed to send response
+# (timeout)" in the server's log). A request that is sent only once waits this long after a new
+# client first finds its server; clients are kept, so this is paid once per service.
+NEW_CLIENT_SETTLE_S = 0.5
 
 # Services whose request may safely arrive twice: a second copy reads or sets the same thing.
 REPEATABLE_SERVICES = frozenset(

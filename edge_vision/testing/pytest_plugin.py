@@ -9,6 +9,7 @@ rclpy context exists.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,12 @@ import pytest
 from edge_vision.testing.ros_harness import NodeProcess, RosClient, isolate_ros_environment
 
 ROS_ENV = isolate_ros_environment()
+
+# A run started in the background by a non-interactive shell (``make test &``) inherits SIGINT
+# ignored, and so would every process the tests start: a CLI stopped with SIGINT would then run
+# on. A handler of our own is reset to the default in the children (exec), an ignore is not.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -148,6 +148,9 @@ class RosClient:
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
+        self._clients: dict[tuple[type, str], Any] = {}
+        self._clients_lock = threading.Lock()
+        self._settled: set[tuple[type, str]] = set()
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
         self._stopping = threading.Event()
@@ -202,6 +205,29 @@ class RosClient:
             collector.destroy()
 
     # -- services and parameters ------------------------------------------------------------------
+    def wait_for_service(
+        self, srv_type: type, name: str, timeout: float = 10.0, settle: bool = True
+    ) -> Any:
+        """This client's (kept) rclpy client for ``name``, once the server is up; with
+        ``settle``, a new client then waits for the server to match it, so that a one-off
+        request's reply is not lost (see :mod:`edge_vision.ros.services`). Call it before
+        timing a request."""
+        from edge_vision.ros.services import NEW_CLIENT_SETTLE_S
+
+        key = (srv_type, name)
+        with self._clients_lock:
+            # Kept for the session: a new client's first reply can be lost, and destroying
+            # clients races the spin thread.
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {name} not available after {timeout} s")
+        if settle and key not in self._settled:
+            time.sleep(NEW_CLIENT_SETTLE_S)
+            self._settled.add(key)
+        return client
+
     def call(
         self,
         srv_type: type,
@@ -216,21 +242,16 @@ class RosClient:
 
         if resend_after == "default":
             resend_after = default_resend_after(srv_type)
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} not available after {timeout} s")
-            response = call_with_resend(
-                client,
-                request if request is not None else srv_type.Request(),
-                timeout,
-                resend_after=resend_after,
-            )
-            if response is None:
-                raise TimeoutError(f"service {name} did not answer in {timeout} s")
-            return response
-        finally:
-            self.node.destroy_client(client)
+        client = self.wait_for_service(srv_type, name, timeout, settle=resend_after is None)
+        response = call_with_resend(
+            client,
+            request if request is not None else srv_type.Request(),
+            timeout,
+            resend_after=resend_after,
+        )
+        if response is None:
+            raise TimeoutError(f"service {name} did not answer in {timeout} s")
+        return response
 
     def get_parameters(
         self, node: str, names: Sequence[str], timeout: float = 10.0

@@ -364,6 +364,8 @@ const img = await mjpeg.evaluate(() => {
 });
 await page.bringToFront();
 const both = [await viewerStats(page), await viewerStats(second)];
+// Both viewers stay for 3 diagnostics periods (1 s), so the node's status shows 2 peers.
+await page.waitForTimeout(3000);
 await second.close();  // one viewer leaves
 const before = await viewerStats(page);
 await page.waitForTimeout(3000);
