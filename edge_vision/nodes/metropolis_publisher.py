@@ -50,6 +50,14 @@ PARAMS = (
         range=(1, 10_000_000),
         read_only=True,
     ),
+    Param(
+        "queue_depth",
+        100,
+        "Depth of the detections subscription (reliable): a stall of the node longer than "
+        "depth / frame rate loses frames in DDS, before the node can buffer or count them.",
+        range=(1, 10_000),
+        read_only=True,
+    ),
 )
 _TARGET = {"host", "port", "stream", "field", "maxlen"}
 
@@ -66,7 +74,9 @@ class MetropolisPublisherNode(EdgeVisionNode):
         self._frames = 0
         self._redis = self._connect()
         self.create_subscription(LabelInfo, "labels", self._on_labels, latched_qos())
-        self.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
+        self.create_subscription(
+            Detection2DArray, "detections", self._on_detections, self.params["queue_depth"]
+        )
         self._diag = diagnostics.DiagnosticsPublisher(self, self._status)
 
     def _sensor_id(self) -> str:
