@@ -82,6 +82,14 @@ PARAMS = (
         range=(0.0, 60.0),
     ),
     Param(
+        "queue_depth",
+        100,
+        "Depth of the detections, classification, action_windows and counts subscriptions "
+        "(reliable): a stall longer than depth / frame rate loses frames in DDS.",
+        range=(1, 10_000),
+        read_only=True,
+    ),
+    Param(
         "classification_threshold",
         0.5,
         "A classification's top-1 result starts/extends an event at this score.",
@@ -192,10 +200,11 @@ class EventAggregatorNode(EdgeVisionNode):
             self.create_subscription(
                 LabelInfo, topic, lambda m, k=kind: self._on_labels(k, m), latched_qos()
             )
-        self.create_subscription(Detection2DArray, "detections", self._on_detections, 10)
-        self.create_subscription(Classification, "classification", self._on_classification, 10)
-        self.create_subscription(ActionWindow, "action_windows", self._on_action_window, 10)
-        self.create_subscription(CountArray, "counts", self._on_counts, 10)
+        depth = self.params["queue_depth"]
+        self.create_subscription(Detection2DArray, "detections", self._on_detections, depth)
+        self.create_subscription(Classification, "classification", self._on_classification, depth)
+        self.create_subscription(ActionWindow, "action_windows", self._on_action_window, depth)
+        self.create_subscription(CountArray, "counts", self._on_counts, depth)
         self.create_service(QueryEvents, "~/query", self._on_query)
         self.create_timer(0.2, self._on_timer)
         self._diag = diagnostics.DiagnosticsPublisher(self, self._status)
