@@ -24,11 +24,7 @@ from typing import Any
 from rclpy.node import Node
 
 from edge_vision.outputs.frame_hub import DurationStats, FrameHub
-from edge_vision.ros.services import (
-    NEW_CLIENT_SETTLE_S,
-    call_with_resend,
-    default_resend_after,
-)
+from edge_vision.ros.services import ServiceClients, call_with_resend, default_resend_after
 
 __all__ = ["BridgeError", "ImageView", "RosBridge", "ServiceMissing"]
 
@@ -86,8 +82,7 @@ class RosBridge:
         self.node = node
         self.call_timeout_s = call_timeout_s
         self._lock = threading.Lock()
-        self._clients: dict[tuple[type, str], Any] = {}
-        self._settled: set[tuple[type, str]] = set()  # clients that have sent a request
+        self._services = ServiceClients(node)
         self._subscribed: set[str] = set()
         self.alerts: deque[dict[str, Any]] = deque(maxlen=max_alerts)
         self.progress: dict[str, deque[dict[str, Any]]] = {}
@@ -163,33 +158,18 @@ class RosBridge:
         return None
 
     # -- services ---------------------------------------------------------------------------------
-    def _client(self, srv_type: type, name: str) -> Any:
-        key = (srv_type, name)
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                # Kept for the life of the node: destroying clients while the executor waits on
-                # them is unsafe in rclpy, and there are only as many as services in the graph.
-                client = self.node.create_client(srv_type, name)
-                self._clients[key] = client
-            return client
-
     def call(
         self, srv_type: type, name: str, request: Any = None, timeout: float | None = None
     ) -> Any:
         """Call service ``name``; ServiceMissing when nobody offers it, BridgeError when it
         does not answer within ``timeout`` seconds."""
         timeout = self.call_timeout_s if timeout is None else timeout
-        client = self._client(srv_type, name)
-        if not client.service_is_ready() and not client.wait_for_service(
-            timeout_sec=min(timeout, 1.0)
-        ):
-            raise ServiceMissing(f"{name} is not running (no such service in the ROS graph)")
         resend_after = default_resend_after(srv_type)
-        key = (srv_type, name)
-        if resend_after is None and key not in self._settled:
-            time.sleep(NEW_CLIENT_SETTLE_S)  # a new client's one-off request (see services.py)
-        self._settled.add(key)
+        client = self._services.ready(
+            srv_type, name, min(timeout, 1.0), settle=resend_after is None
+        )
+        if client is None:
+            raise ServiceMissing(f"{name} is not running (no such service in the ROS graph)")
         try:
             result = call_with_resend(
                 client,

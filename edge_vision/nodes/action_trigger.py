@@ -41,7 +41,7 @@ from edge_vision.ros.conversions import event_to_msg, msg_to_event
 from edge_vision.ros.image_conversion import ns_to_stamp
 from edge_vision.ros.node_main import EdgeVisionNode, NodeConfigError, run_node
 from edge_vision.ros.parameters import Param, ParameterBinding
-from edge_vision.ros.services import NEW_CLIENT_SETTLE_S
+from edge_vision.ros.services import NEW_CLIENT_SETTLE_S, call_with_resend
 from edge_vision.rules import RuleError, RuleSet, load_rules
 from edge_vision.srv import Record
 
@@ -311,16 +311,11 @@ class ActionTriggerNode(EdgeVisionNode):
             duration_s=float(duration_s),
             max_duration_s=float(max_duration_s),
         )
-        done = threading.Event()
-        future = client.call_async(request)
-        future.add_done_callback(lambda _f: done.set())
-        if not done.wait(timeout):
-            future.cancel()
+        response = call_with_resend(client, request, timeout, resend_after=None)  # runs once
+        if response is None:
             raise ActionError(f"recorder {service} did not answer in time")
-        response = future.result()
-        if response is None or not response.success:
-            reason = response.message if response is not None else "no response"
-            raise ActionError(f"recorder refused: {reason}")
+        if not response.success:
+            raise ActionError(f"recorder refused: {response.message}")
         return response.path
 
     # -- rules ------------------------------------------------------------------------------------

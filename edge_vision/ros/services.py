@@ -12,6 +12,7 @@ first gives the server time to match it (:data:`NEW_CLIENT_SETTLE_S`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -84,3 +85,33 @@ def call_with_resend(
         for future in pending:
             if not future.done():  # a late reply to it is then dropped, not delivered
                 client.remove_pending_request(future)
+
+
+class ServiceClients:
+    """One node's rclpy clients, kept per (service type, name).
+
+    Kept for the life of the node: destroying a client while an executor waits on it is unsafe
+    in rclpy, and a kept client is matched by its server once, so only its first one-off request
+    waits :data:`NEW_CLIENT_SETTLE_S`.
+    """
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[type, str], Any] = {}
+        self._settled: set[tuple[type, str]] = set()
+
+    def ready(self, srv_type: type, name: str, wait_s: float, *, settle: bool = True) -> Any:
+        """The client for ``name`` once a server offers it (waiting up to ``wait_s``), else
+        None. With ``settle``, a new client then gives the server time to match it."""
+        key = (srv_type, name)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self._node.create_client(srv_type, name)
+        if not client.service_is_ready() and not client.wait_for_service(timeout_sec=wait_s):
+            return None
+        if settle and key not in self._settled:
+            time.sleep(NEW_CLIENT_SETTLE_S)
+            self._settled.add(key)
+        return client

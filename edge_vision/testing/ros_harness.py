@@ -25,6 +25,7 @@ import yaml
 
 from edge_vision.core.dds import default_dds_environment, venv_ament_prefix
 from edge_vision.nodes import NODE_EXECUTABLES
+from edge_vision.ros.services import ServiceClients, call_with_resend, default_resend_after
 
 
 def isolate_ros_environment(domain_id: int | None = None) -> dict[str, str]:
@@ -148,9 +149,7 @@ class RosClient:
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
-        self._clients: dict[tuple[type, str], Any] = {}
-        self._clients_lock = threading.Lock()
-        self._settled: set[tuple[type, str]] = set()
+        self._services = ServiceClients(self.node)
         self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
         self.executor.add_node(self.node)
         self._stopping = threading.Event()
@@ -212,20 +211,9 @@ class RosClient:
         ``settle``, a new client then waits for the server to match it, so that a one-off
         request's reply is not lost (see :mod:`edge_vision.ros.services`). Call it before
         timing a request."""
-        from edge_vision.ros.services import NEW_CLIENT_SETTLE_S
-
-        key = (srv_type, name)
-        with self._clients_lock:
-            # Kept for the session: a new client's first reply can be lost, and destroying
-            # clients races the spin thread.
-            client = self._clients.get(key)
-            if client is None:
-                client = self._clients[key] = self.node.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
+        client = self._services.ready(srv_type, name, timeout, settle=settle)
+        if client is None:
             raise TimeoutError(f"service {name} not available after {timeout} s")
-        if settle and key not in self._settled:
-            time.sleep(NEW_CLIENT_SETTLE_S)
-            self._settled.add(key)
         return client
 
     def call(
@@ -238,8 +226,6 @@ class RosClient:
     ) -> Any:
         """Call service ``name``. Repeatable requests (see :mod:`edge_vision.ros.services`) are
         sent again after ``resend_after`` seconds without a reply; others are sent once."""
-        from edge_vision.ros.services import call_with_resend, default_resend_after
-
         if resend_after == "default":
             resend_after = default_resend_after(srv_type)
         client = self.wait_for_service(srv_type, name, timeout, settle=resend_after is None)
