@@ -110,7 +110,8 @@ def test_bad_sources_give_a_clear_error_and_the_node_stays_up(ros, start_node, u
     error_lines = [line for line in out.splitlines() if "[ERROR]" in line]
     assert any(expected in line for line in error_lines), out
     assert "Traceback" not in out
-    # A loaded machine may take a while to match the service; the node answers once it has.
+    # A first request lost to discovery is resent (edge_vision.ros.services); a loaded machine
+    # may still take a while.
     info = ros.call(GetSourceInfo, "/video_source/get_info", timeout=30)
     assert info.state in ("error", "opening") and expected in info.last_error
 
